@@ -1,0 +1,489 @@
+//! Command-line flags and environment variables.
+//!
+//! Every setting is a flag with an environment equivalent; the environment
+//! names are a public contract (see README.md). Secrets may also be read from
+//! files so that Kubernetes Secret volumes can be mounted instead of exposing
+//! them through the process environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Properties the bridge owns because its guarantees depend on them.
+/// Passing any of them through `KAFKA_PROPERTIES` is a start-up error.
+const MANAGED_KAFKA_PROPERTIES: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "partitioner",
+    "transactional.id",
+];
+
+#[derive(Debug, Parser)]
+#[command(name = "feishu-kafka-bridge", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge (the default when no subcommand is given).
+    Serve,
+    /// Start an embedded Kafka-protocol broker (librdkafka's mock cluster),
+    /// run the bridge against it, push the seed's sample event and print the
+    /// record a consumer read back. Keeps serving until interrupted.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address the demo's bridge listens on.
+    #[arg(long = "demo-listen", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct Settings {
+    /// Address the HTTP server binds to.
+    #[arg(long, env = "BRIDGE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Path Feishu posts event callbacks to.
+    #[arg(long, env = "BRIDGE_EVENT_PATH", default_value = "/webhook/event")]
+    pub event_path: String,
+
+    /// Encrypt Key from the Feishu console. Enables decryption and signature checks.
+    #[arg(long, env = "FEISHU_ENCRYPT_KEY", hide_env_values = true)]
+    pub encrypt_key: Option<Secret>,
+
+    /// File holding the Encrypt Key (trailing newline ignored).
+    #[arg(long, env = "FEISHU_ENCRYPT_KEY_FILE", conflicts_with = "encrypt_key")]
+    pub encrypt_key_file: Option<PathBuf>,
+
+    /// Verification Token from the Feishu console. Checked on every request.
+    #[arg(long, env = "FEISHU_VERIFICATION_TOKEN", hide_env_values = true)]
+    pub verification_token: Option<Secret>,
+
+    /// File holding the Verification Token (trailing newline ignored).
+    #[arg(
+        long,
+        env = "FEISHU_VERIFICATION_TOKEN_FILE",
+        conflicts_with = "verification_token"
+    )]
+    pub verification_token_file: Option<PathBuf>,
+
+    /// Kafka bootstrap servers, comma-separated host:port list.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+
+    /// Topic the normalized withdrawal records are written to.
+    #[arg(
+        long,
+        env = "KAFKA_TOPIC",
+        default_value = "feishu.chat.member.withdrawn"
+    )]
+    pub topic: String,
+
+    /// Dead-letter topic for authentic events that cannot be normalized
+    /// (default: `<topic>.dlq`).
+    #[arg(long, env = "KAFKA_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+
+    /// Extra librdkafka properties, `key=value`, comma-separated or repeated
+    /// (e.g. `security.protocol=SASL_SSL`).
+    #[arg(
+        long = "kafka-property",
+        env = "KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    pub kafka_properties: Vec<String>,
+
+    /// File of extra librdkafka properties, one `key=value` per line
+    /// (for credentials kept in a Secret volume). `#` starts a comment.
+    #[arg(long, env = "KAFKA_PROPERTIES_FILE")]
+    pub kafka_properties_file: Option<PathBuf>,
+
+    /// How long a published event_id is remembered, in seconds.
+    #[arg(long, env = "BRIDGE_DEDUP_TTL_SECS", default_value_t = 8 * 3600)]
+    pub dedup_ttl_secs: u64,
+
+    /// Maximum number of event_ids remembered at once.
+    #[arg(long, env = "BRIDGE_DEDUP_CAPACITY", default_value_t = 1_000_000)]
+    pub dedup_capacity: u64,
+
+    /// How long a request waits for Kafka's acknowledgement before answering 503, in ms.
+    #[arg(long, env = "BRIDGE_PUBLISH_DEADLINE_MS", default_value_t = 2500)]
+    pub publish_deadline_ms: u64,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BRIDGE_BODY_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// How long a client may take to send its request body, in ms.
+    #[arg(long, env = "BRIDGE_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
+    /// Accepted clock skew of X-Lark-Request-Timestamp, in seconds (0 disables the check).
+    #[arg(long, env = "BRIDGE_TIMESTAMP_WINDOW_SECS", default_value_t = 300)]
+    pub timestamp_window_secs: u64,
+
+    /// How often readiness asks Kafka for the topic's metadata, in ms.
+    #[arg(long, env = "BRIDGE_READINESS_INTERVAL_MS", default_value_t = 2000)]
+    pub readiness_interval_ms: u64,
+
+    /// On shutdown, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "BRIDGE_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+
+    /// On shutdown, how long the producer may take to flush, in seconds.
+    #[arg(long, env = "BRIDGE_FLUSH_TIMEOUT_SECS", default_value_t = 10)]
+    pub flush_timeout_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax (e.g. `info`, `feishu_kafka_bridge=debug`).
+    #[arg(long, env = "BRIDGE_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+/// A string that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// A start-up error: names the setting and says what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Settings after validation: everything the service needs, nothing optional
+/// that it cannot do without.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub event_path: String,
+    pub encrypt_key: Option<Secret>,
+    pub verification_token: Option<Secret>,
+    pub brokers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub kafka_properties: Vec<(String, Secret)>,
+    pub dedup_ttl: Duration,
+    pub dedup_capacity: u64,
+    pub publish_deadline: Duration,
+    pub body_limit_bytes: usize,
+    pub body_timeout: Duration,
+    /// `None` disables the timestamp check.
+    pub timestamp_window: Option<Duration>,
+    pub readiness_interval: Duration,
+    pub drain_timeout: Duration,
+    pub flush_timeout: Duration,
+}
+
+impl Settings {
+    /// Validates the raw settings; the error names the first bad setting.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let encrypt_key = secret(
+            &self.encrypt_key,
+            &self.encrypt_key_file,
+            "FEISHU_ENCRYPT_KEY",
+            "FEISHU_ENCRYPT_KEY_FILE",
+        )?;
+        let verification_token = secret(
+            &self.verification_token,
+            &self.verification_token_file,
+            "FEISHU_VERIFICATION_TOKEN",
+            "FEISHU_VERIFICATION_TOKEN_FILE",
+        )?;
+
+        if !self.event_path.starts_with('/') || self.event_path.len() < 2 {
+            return Err(invalid(
+                "BRIDGE_EVENT_PATH",
+                format!(
+                    "must be an absolute path like /webhook/event, got {:?}",
+                    self.event_path
+                ),
+            ));
+        }
+        if ["/healthz", "/readyz", "/metrics"].contains(&self.event_path.as_str()) {
+            return Err(invalid(
+                "BRIDGE_EVENT_PATH",
+                "collides with a built-in endpoint",
+            ));
+        }
+
+        let brokers = match self.brokers.as_deref().map(str::trim) {
+            Some(b) if !b.is_empty() => b.to_owned(),
+            _ => {
+                return Err(invalid(
+                    "KAFKA_BROKERS",
+                    "is required (comma-separated host:port list)",
+                ))
+            }
+        };
+        validate_topic("KAFKA_TOPIC", &self.topic)?;
+        let dlq_topic = self
+            .dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic));
+        validate_topic("KAFKA_DLQ_TOPIC", &dlq_topic)?;
+        if dlq_topic == self.topic {
+            return Err(invalid("KAFKA_DLQ_TOPIC", "must differ from KAFKA_TOPIC"));
+        }
+
+        let mut kafka_properties = Vec::new();
+        for item in &self.kafka_properties {
+            if item.trim().is_empty() {
+                continue;
+            }
+            kafka_properties.push(parse_property("KAFKA_PROPERTIES", item)?);
+        }
+        if let Some(path) = &self.kafka_properties_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "KAFKA_PROPERTIES_FILE",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            for line in text.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                kafka_properties.push(parse_property("KAFKA_PROPERTIES_FILE", line)?);
+            }
+        }
+
+        positive("BRIDGE_DEDUP_TTL_SECS", self.dedup_ttl_secs)?;
+        positive("BRIDGE_DEDUP_CAPACITY", self.dedup_capacity)?;
+        positive("BRIDGE_PUBLISH_DEADLINE_MS", self.publish_deadline_ms)?;
+        positive("BRIDGE_BODY_LIMIT_BYTES", self.body_limit_bytes as u64)?;
+        positive("BRIDGE_BODY_TIMEOUT_MS", self.body_timeout_ms)?;
+        positive("BRIDGE_READINESS_INTERVAL_MS", self.readiness_interval_ms)?;
+
+        Ok(Config {
+            listen: self.listen,
+            event_path: self.event_path.clone(),
+            encrypt_key,
+            verification_token,
+            brokers,
+            topic: self.topic.clone(),
+            dlq_topic,
+            kafka_properties,
+            dedup_ttl: Duration::from_secs(self.dedup_ttl_secs),
+            dedup_capacity: self.dedup_capacity,
+            publish_deadline: Duration::from_millis(self.publish_deadline_ms),
+            body_limit_bytes: self.body_limit_bytes,
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            timestamp_window: (self.timestamp_window_secs > 0)
+                .then(|| Duration::from_secs(self.timestamp_window_secs)),
+            readiness_interval: Duration::from_millis(self.readiness_interval_ms),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            flush_timeout: Duration::from_secs(self.flush_timeout_secs),
+        })
+    }
+}
+
+fn secret(
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+    value_name: &'static str,
+    file_name: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    let raw = match (value, file) {
+        (Some(v), _) => v.expose().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| invalid(file_name, format!("cannot read {}: {e}", path.display())))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if raw.is_empty() {
+        // An empty secret would silently switch a check off: refuse it, so
+        // that "not configured" is always a deliberate absence.
+        return Err(invalid(
+            value_name,
+            "is set but empty (unset it to disable)",
+        ));
+    }
+    Ok(Some(Secret(raw)))
+}
+
+fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(setting, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_topic(setting: &'static str, topic: &str) -> Result<(), ConfigError> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty()
+        || topic.len() > 249
+        || !topic.chars().all(legal)
+        || topic == "."
+        || topic == ".."
+    {
+        return Err(invalid(
+            setting,
+            format!("{topic:?} is not a legal Kafka topic name ([a-zA-Z0-9._-], 1 to 249 chars)"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_property(setting: &'static str, item: &str) -> Result<(String, Secret), ConfigError> {
+    let Some((key, value)) = item.split_once('=') else {
+        return Err(invalid(
+            setting,
+            format!(
+                "expected key=value, got an entry without '=' (key {:?})",
+                item.trim()
+            ),
+        ));
+    };
+    let key = key.trim().to_owned();
+    if key.is_empty() {
+        return Err(invalid(setting, "entry with an empty key"));
+    }
+    if MANAGED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+        return Err(invalid(
+            setting,
+            format!(
+                "{key} is managed by the bridge (brokers come from KAFKA_BROKERS; \
+                 idempotence, acks=all and the murmur2_random partitioner are required \
+                 for its delivery and ordering guarantees)"
+            ),
+        ));
+    }
+    Ok((key, Secret(value.trim().to_owned())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["feishu-kafka-bridge"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("parse").settings
+    }
+
+    #[test]
+    fn defaults_need_only_brokers() {
+        let cfg = settings(&["--brokers", "k:9092"])
+            .validate()
+            .expect("valid");
+        assert_eq!(cfg.topic, "feishu.chat.member.withdrawn");
+        assert_eq!(cfg.dlq_topic, "feishu.chat.member.withdrawn.dlq");
+        assert_eq!(cfg.event_path, "/webhook/event");
+        assert_eq!(cfg.publish_deadline, Duration::from_millis(2500));
+        assert_eq!(cfg.timestamp_window, Some(Duration::from_secs(300)));
+        assert_eq!(cfg.dedup_capacity, 1_000_000);
+        assert_eq!(cfg.dedup_ttl, Duration::from_secs(8 * 3600));
+    }
+
+    #[test]
+    fn missing_brokers_names_the_setting() {
+        let err = settings(&[]).validate().unwrap_err();
+        assert_eq!(err.setting, "KAFKA_BROKERS");
+    }
+
+    #[test]
+    fn managed_properties_are_refused() {
+        let err = settings(&["--brokers", "k:1", "--kafka-property", "acks=1"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "KAFKA_PROPERTIES");
+        assert!(err.to_string().contains("acks"));
+        let ok = settings(&[
+            "--brokers",
+            "k:1",
+            "--kafka-property",
+            "security.protocol=SASL_SSL",
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(ok.kafka_properties[0].0, "security.protocol");
+    }
+
+    #[test]
+    fn secrets_from_files_and_never_printed() {
+        let dir = std::env::temp_dir().join(format!("fkb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, "s3cret-key\n").unwrap();
+        let cfg = settings(&[
+            "--brokers",
+            "k:1",
+            "--encrypt-key-file",
+            path.to_str().unwrap(),
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(cfg.encrypt_key.as_ref().unwrap().expose(), "s3cret-key");
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn empty_secret_and_bad_topic_are_errors() {
+        let err = settings(&["--brokers", "k:1", "--encrypt-key", ""])
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "FEISHU_ENCRYPT_KEY");
+        let err = settings(&["--brokers", "k:1", "--topic", "bad topic"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "KAFKA_TOPIC");
+    }
+}

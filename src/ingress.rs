@@ -1,0 +1,237 @@
+//! HTTP ingress: the callback endpoint, health, readiness and metrics.
+//! Maps every outcome to its documented status code (README.md, "Answers").
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::metrics::{outcome, Metrics};
+use crate::pipeline::{Answer, Pipeline};
+use crate::protocol::{Inbound, SignatureHeaders, Verifier};
+
+/// Seconds Feishu is told to wait before retrying after a 503. Feishu uses
+/// its own schedule; the header is for other clients and for humans.
+const RETRY_AFTER_SECS: &str = "15";
+
+pub struct Ingress {
+    pub verifier: Verifier,
+    pub pipeline: Pipeline,
+    pub metrics: Metrics,
+    pub ready: Arc<AtomicBool>,
+    pub publish_deadline: Duration,
+    pub body_limit: usize,
+    pub body_timeout: Duration,
+}
+
+pub fn router(event_path: &str, ingress: Arc<Ingress>) -> Router {
+    Router::new()
+        .route(event_path, post(event))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ingress)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<Arc<Ingress>>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: kafka does not answer metadata for the topic\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<Ingress>>) -> Response {
+    // Gauges that are cheap to read are refreshed at scrape time rather
+    // than on every request.
+    s.metrics.dedup_entries.set(s.pipeline.dedup().len() as i64);
+    s.metrics
+        .producer_queue
+        .set(s.pipeline.sink().queue_depth() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(m: &'a Metrics) -> Self {
+        m.in_flight_requests.inc();
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight_requests.dec();
+    }
+}
+
+async fn event(State(s): State<Arc<Ingress>>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let _guard = InFlight::enter(&s.metrics);
+    let response = handle_event(&s, &headers, body, started).await;
+    s.metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Instant) -> Response {
+    let deadline = started + s.publish_deadline;
+    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let bytes = if declared.is_some_and(|n| n > s.body_limit as u64) {
+        Err(BodyError::TooLarge)
+    } else {
+        read_body(body, s.body_limit, s.body_timeout).await
+    };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            s.metrics.count_rejected("body_too_large");
+            warn!(
+                reason = "body_too_large",
+                limit = s.body_limit,
+                "rejected request"
+            );
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+        Err(BodyError::Timeout) => {
+            s.metrics.count_rejected("body_timeout");
+            warn!(
+                reason = "body_timeout",
+                "rejected request: body not received in time"
+            );
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            );
+        }
+        Err(BodyError::Read) => {
+            s.metrics.count_rejected("body_read");
+            warn!(
+                reason = "body_read",
+                "rejected request: body could not be read"
+            );
+            return error(StatusCode::BAD_REQUEST, "request body could not be read");
+        }
+    };
+
+    let signature = SignatureHeaders {
+        timestamp: header_str(headers, "x-lark-request-timestamp"),
+        nonce: header_str(headers, "x-lark-request-nonce"),
+        signature: header_str(headers, "x-lark-signature"),
+    };
+    let event = match s.verifier.verify(&bytes, signature, SystemTime::now()) {
+        Ok(Inbound::Challenge(challenge)) => {
+            s.metrics.count(outcome::CHALLENGE);
+            info!(outcome = outcome::CHALLENGE, "answered url_verification");
+            return json(
+                StatusCode::OK,
+                serde_json::json!({ "challenge": challenge }),
+            );
+        }
+        Ok(Inbound::Event(e)) => e,
+        Err(rejection) => {
+            s.metrics.count_rejected(rejection.label());
+            warn!(reason = rejection.label(), detail = %rejection, "rejected request");
+            let status = if rejection.is_auth_failure() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return error(status, &rejection.to_string());
+        }
+    };
+
+    let event_id = event.event_id().unwrap_or_default().to_owned();
+    let event_type = event.event_type().to_owned();
+    match s.pipeline.handle(event, deadline).await {
+        Answer::Published => {
+            s.metrics.count(outcome::PUBLISHED);
+            info!(outcome = outcome::PUBLISHED, %event_id, "published");
+            success()
+        }
+        Answer::Duplicate => {
+            s.metrics.count(outcome::DUPLICATE);
+            info!(outcome = outcome::DUPLICATE, %event_id, "duplicate of a remembered event_id; not published again");
+            success()
+        }
+        Answer::DeadLettered { reason } => {
+            s.metrics.count(outcome::DEAD_LETTERED);
+            warn!(outcome = outcome::DEAD_LETTERED, %event_id, %reason, "event could not be normalized; written to the dead-letter topic");
+            success()
+        }
+        Answer::Ignored => {
+            info!(outcome = outcome::IGNORED, %event_id, %event_type, "event type not handled; acknowledged");
+            json(StatusCode::OK, serde_json::json!({ "msg": "success" }))
+        }
+        Answer::Unavailable(why) => {
+            s.metrics.count(outcome::PUBLISH_FAILED);
+            warn!(outcome = outcome::PUBLISH_FAILED, %event_id, reason = %why, "not acknowledged by kafka; answering 503 so Feishu retries");
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+            r
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Read,
+}
+
+/// Reads the whole body, refusing more than `limit` bytes whether or not
+/// Content-Length told the truth, and giving up after `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(timeout, collect).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Read),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn success() -> Response {
+    json(StatusCode::OK, serde_json::json!({ "msg": "success" }))
+}
+
+fn error(status: StatusCode, reason: &str) -> Response {
+    json(status, serde_json::json!({ "error": reason }))
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (status, axum::Json(value)).into_response()
+}

@@ -1,0 +1,173 @@
+//! feishu-kafka-bridge: receives Feishu/Lark `im.chat.member.user.withdrawn_v1`
+//! callbacks, verifies and deduplicates them, and publishes normalized
+//! records to Kafka keyed by `chat_id`.
+//!
+//! `main` parses the configuration and calls [`run`]; everything else is
+//! here so that tests and the demo drive the same code.
+
+pub mod config;
+pub mod dedup;
+pub mod demo;
+pub mod ingress;
+pub mod metrics;
+pub mod pipeline;
+pub mod protocol;
+pub mod record;
+pub mod sink;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::dedup::Dedup;
+use crate::ingress::Ingress;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::protocol::Verifier;
+use crate::sink::Sink;
+
+/// Serves until `shutdown` resolves, then drains in-flight requests (at most
+/// `drain_timeout`) and flushes the producer (at most `flush_timeout`).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let sink = Sink::new(&config, metrics.clone())
+        .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))?;
+    let dedup = Dedup::new(config.dedup_ttl, config.dedup_capacity);
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let ingress = Arc::new(Ingress {
+        verifier: Verifier::new(
+            config.encrypt_key.as_ref(),
+            config.verification_token.clone(),
+            config.timestamp_window,
+        ),
+        pipeline: Pipeline::new(dedup, sink.clone(), metrics.clone()),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        publish_deadline: config.publish_deadline,
+        body_limit: config.body_limit_bytes,
+        body_timeout: config.body_timeout,
+    });
+
+    let stopping = Arc::new(Notify::new());
+    let readiness = tokio::spawn(watch_readiness(
+        sink.clone(),
+        ready.clone(),
+        metrics.clone(),
+        config.readiness_interval,
+        stopping.clone(),
+    ));
+
+    let addr = listener.local_addr()?;
+    info!(
+        %addr,
+        event_path = %config.event_path,
+        topic = %config.topic,
+        dlq_topic = %config.dlq_topic,
+        encryption = config.encrypt_key.is_some(),
+        token_check = config.verification_token.is_some(),
+        "listening"
+    );
+
+    let app = ingress::router(&config.event_path, ingress);
+    let stop = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        info!("shutdown requested: no new connections; finishing in-flight requests");
+        stop.notify_waiters();
+    });
+    let drain_timeout = config.drain_timeout;
+    let stop = stopping.clone();
+    let served = tokio::select! {
+        r = server => r.map_err(anyhow::Error::from),
+        _ = async move {
+            stop.notified().await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            warn!(timeout_secs = drain_timeout.as_secs(), "drain timeout: abandoning requests still in flight");
+            Ok(())
+        }
+    };
+    ready.store(false, Ordering::Relaxed);
+    readiness.abort();
+
+    let flush_timeout = config.flush_timeout;
+    let queued = sink.queue_depth();
+    info!(queued, "flushing the producer");
+    let flushed = tokio::task::spawn_blocking(move || sink.flush(flush_timeout)).await?;
+    match flushed {
+        Ok(()) => info!("producer flushed; bye"),
+        Err(e) => error!(error = %e, remaining = queued, "producer flush did not complete"),
+    }
+    served
+}
+
+/// Polls Kafka for the topic's metadata and publishes the answer as readiness.
+async fn watch_readiness(
+    sink: Sink,
+    ready: Arc<AtomicBool>,
+    metrics: Metrics,
+    interval: std::time::Duration,
+    stopping: Arc<Notify>,
+) {
+    let mut was = None;
+    loop {
+        let s = sink.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            s.topic_available(interval.max(std::time::Duration::from_secs(1)))
+        })
+        .await
+        .unwrap_or(false);
+        ready.store(ok, Ordering::Relaxed);
+        metrics.ready.set(ok as i64);
+        if was != Some(ok) {
+            if ok {
+                info!("ready: kafka answers metadata for the topic");
+            } else {
+                warn!("not ready: kafka does not answer metadata for the topic");
+            }
+            was = Some(ok);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stopping.notified() => return,
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

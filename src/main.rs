@@ -1,0 +1,76 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use feishu_kafka_bridge::config::{Cli, Command, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("feishu-kafka-bridge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Demo(args)) => {
+            init_logging(LogFormat::Text, &cli.settings.log_filter);
+            match runtime.block_on(feishu_kafka_bridge::demo::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("feishu-kafka-bridge demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None | Some(Command::Serve) => {
+            let config = match cli.settings.validate() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("feishu-kafka-bridge: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(cli.settings.log_format, &cli.settings.log_filter);
+            let result = runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "invalid setting BRIDGE_LISTEN: cannot listen on {}: {e}",
+                            config.listen
+                        )
+                    })?;
+                feishu_kafka_bridge::run(config, listener, feishu_kafka_bridge::shutdown_signal())
+                    .await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "fatal");
+                    eprintln!("feishu-kafka-bridge: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("feishu-kafka-bridge: invalid setting BRIDGE_LOG ({e}); using info");
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}

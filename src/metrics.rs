@@ -1,0 +1,215 @@
+//! Prometheus metrics. Names and labels are a public interface (README.md,
+//! dashboards and alerts depend on them): change them only with a changelog.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, dense around Feishu's 3 s deadline.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0,
+];
+
+/// Every value of the `outcome` label except `rejected_*`, which carries a
+/// [`crate::protocol::Rejection::label`] or one of the ingress rejections.
+pub mod outcome {
+    pub const PUBLISHED: &str = "published";
+    pub const DUPLICATE: &str = "duplicate";
+    pub const CHALLENGE: &str = "challenge";
+    pub const IGNORED: &str = "ignored";
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+    pub const PUBLISH_FAILED: &str = "publish_failed";
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub ignored_events: IntCounterVec,
+    pub request_duration: Histogram,
+    pub publish_duration: HistogramVec,
+    pub in_flight_requests: IntGauge,
+    pub dedup_entries: IntGauge,
+    pub producer_queue: IntGauge,
+    pub delivery_errors: IntCounterVec,
+    pub ready: IntGauge,
+    pub build_info: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("feishu_bridge".into()), None)
+            .expect("static prefix is a valid metric name");
+        // The constructors below only fail on malformed static names, which
+        // the unit test `metrics_render` exercises; a panic here can only
+        // happen at start-up, never because of input.
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Event callback requests by outcome"),
+            &["outcome"],
+        )
+        .expect("metric");
+        let ignored_events = IntCounterVec::new(
+            Opts::new(
+                "ignored_events_total",
+                "Authentic events of other types, acknowledged but not published",
+            ),
+            &["event_type"],
+        )
+        .expect("metric");
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "request_duration_seconds",
+                "Time from request start to answer, all outcomes",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric");
+        let publish_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "publish_duration_seconds",
+                "Time from enqueue to Kafka's acknowledgement",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["destination"],
+        )
+        .expect("metric");
+        let in_flight_requests = IntGauge::new(
+            "in_flight_requests",
+            "Event callback requests being processed",
+        )
+        .expect("metric");
+        let dedup_entries = IntGauge::new(
+            "dedup_entries",
+            "event_ids remembered (published or in flight)",
+        )
+        .expect("metric");
+        let producer_queue = IntGauge::new(
+            "producer_queue_messages",
+            "Messages in the producer's queue not yet acknowledged by Kafka",
+        )
+        .expect("metric");
+        let delivery_errors = IntCounterVec::new(
+            Opts::new(
+                "kafka_delivery_errors_total",
+                "Failed Kafka deliveries by error class",
+            ),
+            &["kind"],
+        )
+        .expect("metric");
+        let ready =
+            IntGauge::new("ready", "1 while Kafka answers metadata for the topic").expect("metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "Always 1; labelled with the version"),
+            &["version"],
+        )
+        .expect("metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ignored_events.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(publish_duration.clone()),
+            Box::new(in_flight_requests.clone()),
+            Box::new(dedup_entries.clone()),
+            Box::new(producer_queue.clone()),
+            Box::new(delivery_errors.clone()),
+            Box::new(ready.clone()),
+            Box::new(build_info.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        // Pre-create the common series so that dashboards and `rate()` see
+        // zeros instead of gaps before the first event.
+        for o in [
+            outcome::PUBLISHED,
+            outcome::DUPLICATE,
+            outcome::CHALLENGE,
+            outcome::IGNORED,
+            outcome::DEAD_LETTERED,
+            outcome::PUBLISH_FAILED,
+        ] {
+            requests.with_label_values(&[o]);
+        }
+        for d in ["record", "dead_letter"] {
+            publish_duration.with_label_values(&[d]);
+        }
+        Metrics {
+            registry,
+            requests,
+            ignored_events,
+            request_duration,
+            publish_duration,
+            in_flight_requests,
+            dedup_entries,
+            producer_queue,
+            delivery_errors,
+            ready,
+            build_info,
+        }
+    }
+
+    pub fn count(&self, outcome: &str) {
+        self.requests.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn count_rejected(&self, reason: &str) {
+        self.requests
+            .with_label_values(&[&format!("rejected_{reason}")])
+            .inc();
+    }
+
+    /// Counts an ignored event type, folding anything that does not look
+    /// like a Feishu event type into `other` so that a sender cannot blow
+    /// up the number of series.
+    pub fn count_ignored(&self, event_type: &str) {
+        let sane = !event_type.is_empty()
+            && event_type.len() <= 64
+            && event_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+        let label = if sane { event_type } else { "other" };
+        self.ignored_events.with_label_values(&[label]).inc();
+        self.count(outcome::IGNORED);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render() {
+        let m = Metrics::new();
+        m.count_rejected("bad_signature");
+        m.count_ignored("im.message.receive_v1");
+        m.count_ignored("<script>");
+        let text = m.render();
+        for needle in [
+            "feishu_bridge_requests_total{outcome=\"rejected_bad_signature\"} 1",
+            "feishu_bridge_requests_total{outcome=\"published\"} 0",
+            "feishu_bridge_ignored_events_total{event_type=\"other\"} 1",
+            "feishu_bridge_ignored_events_total{event_type=\"im.message.receive_v1\"} 1",
+            "feishu_bridge_request_duration_seconds_bucket",
+            "feishu_bridge_build_info{version=",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

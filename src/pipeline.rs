@@ -1,0 +1,195 @@
+//! What happens to a verified event: ignore it, or deduplicate, normalize
+//! and publish it, and decide the answer. Independent of the transport, so
+//! that every ingress gets the same semantics.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::dedup::{self, Claim, Dedup, Settled};
+use crate::metrics::Metrics;
+use crate::protocol::{Schema, VerifiedEvent, WITHDRAWN_EVENT_TYPE};
+use crate::record::{self, DeadLetter, DEAD_LETTER_SCHEMA, RECORD_SCHEMA};
+use crate::sink::{Destination, Outgoing, PublishError, Sink};
+
+/// The answer owed to Feishu for one event.
+#[derive(Debug)]
+pub enum Answer {
+    Published,
+    DeadLettered {
+        reason: String,
+    },
+    Duplicate,
+    Ignored,
+    /// Not written (yet): Feishu must retry.
+    Unavailable(Unavailable),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("{0}")]
+    Kafka(#[from] PublishError),
+    #[error("kafka did not acknowledge within the publish deadline; delivery continues")]
+    Deadline,
+    #[error("an earlier copy of this event is still being published")]
+    EarlierCopyPending,
+    #[error("an earlier copy of this event failed to publish")]
+    EarlierCopyFailed,
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    dedup: Dedup,
+    sink: Sink,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    pub fn new(dedup: Dedup, sink: Sink, metrics: Metrics) -> Self {
+        Pipeline {
+            dedup,
+            sink,
+            metrics,
+        }
+    }
+
+    pub fn dedup(&self) -> &Dedup {
+        &self.dedup
+    }
+
+    pub fn sink(&self) -> &Sink {
+        &self.sink
+    }
+
+    /// Handles one verified event, answering by `deadline` at the latest.
+    pub async fn handle(&self, event: VerifiedEvent, deadline: Instant) -> Answer {
+        if event.schema() != Schema::V2 || event.event_type() != WITHDRAWN_EVENT_TYPE {
+            self.metrics.count_ignored(event.event_type());
+            return Answer::Ignored;
+        }
+        let received_at_ms = now_ms();
+        let Some(event_id) = event.event_id().map(str::to_owned) else {
+            // Nothing to deduplicate on: this can only be a dead letter.
+            let (msg, answer) = build(&event, received_at_ms);
+            return self.publish(msg, answer, None, deadline).await;
+        };
+        match self.dedup.claim(&event_id).await {
+            Claim::Published => Answer::Duplicate,
+            Claim::InFlight(rx) => {
+                match dedup::wait(rx, deadline.saturating_duration_since(Instant::now())).await {
+                    Some(Settled::Published) => Answer::Duplicate,
+                    Some(Settled::Failed) => Answer::Unavailable(Unavailable::EarlierCopyFailed),
+                    None => Answer::Unavailable(Unavailable::EarlierCopyPending),
+                }
+            }
+            Claim::Owner(owner) => {
+                let (msg, answer) = build(&event, received_at_ms);
+                self.publish(msg, answer, Some(owner), deadline).await
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        msg: Outgoing,
+        on_ack: Answer,
+        owner: Option<dedup::Owner>,
+        deadline: Instant,
+    ) -> Answer {
+        let delivery = match self.sink.enqueue(&msg) {
+            Ok(d) => d,
+            Err(e) => {
+                if let Some(owner) = owner {
+                    owner.settle(Settled::Failed).await;
+                }
+                return Answer::Unavailable(e.into());
+            }
+        };
+        // The ack is awaited on a task of its own: if the request gives up at
+        // the deadline (or the client goes away), the outcome still settles
+        // the dedup entry, so a late ack makes the next retry a duplicate.
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let result = delivery.acked().await;
+            if let Some(owner) = owner {
+                let settled = if result.is_ok() {
+                    Settled::Published
+                } else {
+                    Settled::Failed
+                };
+                owner.settle(settled).await;
+            }
+            let _ = tx.send(result);
+        });
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(()))) => on_ack,
+            Ok(Ok(Err(e))) => Answer::Unavailable(e.into()),
+            Ok(Err(_)) => Answer::Unavailable(PublishError::Canceled.into()),
+            Err(_) => Answer::Unavailable(Unavailable::Deadline),
+        }
+    }
+}
+
+/// Normalizes the event, or wraps it as a dead letter when it cannot be.
+fn build(event: &VerifiedEvent, received_at_ms: i64) -> (Outgoing, Answer) {
+    let event_id = event.event_id().unwrap_or_default().to_owned();
+    match record::normalize(event, received_at_ms) {
+        Ok(rec) => {
+            let headers = vec![
+                ("event_id", rec.event_id.clone()),
+                ("event_type", rec.event_type.clone()),
+                ("tenant_key", rec.tenant_key.clone().unwrap_or_default()),
+                ("schema", RECORD_SCHEMA.to_owned()),
+            ];
+            let msg = Outgoing {
+                destination: Destination::Record,
+                key: Some(rec.chat_id.clone()),
+                payload: to_json(&rec),
+                headers,
+            };
+            (msg, Answer::Published)
+        }
+        Err(reason) => {
+            let dl = DeadLetter::new(event, &reason, received_at_ms);
+            let tenant_key = event
+                .envelope()
+                .get("header")
+                .and_then(|h| h.get("tenant_key"))
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let msg = Outgoing {
+                destination: Destination::DeadLetter,
+                key: dl.chat_id().map(str::to_owned),
+                payload: to_json(&dl),
+                headers: vec![
+                    ("event_id", event_id),
+                    ("event_type", event.event_type().to_owned()),
+                    ("tenant_key", tenant_key),
+                    ("schema", DEAD_LETTER_SCHEMA.to_owned()),
+                    ("reason", reason.to_string()),
+                ],
+            };
+            (
+                msg,
+                Answer::DeadLettered {
+                    reason: reason.to_string(),
+                },
+            )
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs (string keys, no maps with non-string
+    // keys, no floats) cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

@@ -1,0 +1,316 @@
+//! Turns the bytes of a callback request into something the bridge may act
+//! on: a URL-verification challenge or a [`VerifiedEvent`], or a
+//! [`Rejection`] that says why not.
+//!
+//! Order of checks, chosen so that nothing unauthenticated is decrypted when
+//! it can be avoided:
+//! 1. the body must be a JSON object;
+//! 2. with an encrypt key: the signature headers, when present, are checked
+//!    over the raw bytes *before* decrypting; then the `encrypt` field is
+//!    decrypted. Only a `url_verification` may arrive without signature
+//!    headers (Feishu sends the challenge unsigned);
+//! 3. with a verification token: the token is compared in constant time;
+//! 4. the envelope is classified (challenge, v2 event, v1 event).
+
+pub mod crypto;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+pub use crypto::{DecryptError, EncryptKey};
+
+/// The event type this bridge publishes.
+pub const WITHDRAWN_EVENT_TYPE: &str = "im.chat.member.user.withdrawn_v1";
+
+/// Why a request was refused. Every variant maps to one HTTP status and one
+/// metric label; its message is safe to return and to log (no secrets, no
+/// plaintext).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("body is not valid JSON")]
+    MalformedJson,
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    #[error("{0}")]
+    Undecryptable(DecryptError),
+    #[error("decrypted payload is not a JSON object")]
+    DecryptedNotJson,
+    #[error("payload is encrypted: configure the encrypt key")]
+    EncryptedWithoutKey,
+    #[error("plaintext body but an encrypt key is configured: expected {{\"encrypt\": ...}}")]
+    PlaintextWithKey,
+    #[error("not a Feishu event envelope: {0}")]
+    UnknownEnvelope(&'static str),
+    #[error("missing signature headers (X-Lark-Request-Timestamp, X-Lark-Request-Nonce, X-Lark-Signature)")]
+    MissingSignature,
+    #[error("signature does not match the body")]
+    BadSignature,
+    #[error("X-Lark-Request-Timestamp is not a unix time in seconds")]
+    InvalidTimestamp,
+    #[error("X-Lark-Request-Timestamp is outside the accepted window")]
+    StaleTimestamp,
+    #[error("verification token is missing or wrong")]
+    WrongToken,
+}
+
+impl Rejection {
+    /// Metric label (`rejected_<label>`) and log field.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::MalformedJson | Rejection::NotAnObject => "malformed_json",
+            Rejection::Undecryptable(DecryptError::BadBase64) => "bad_base64",
+            Rejection::Undecryptable(_) | Rejection::DecryptedNotJson => "undecryptable",
+            Rejection::EncryptedWithoutKey => "encrypted_without_key",
+            Rejection::PlaintextWithKey => "plaintext_with_key",
+            Rejection::UnknownEnvelope(_) => "unknown_envelope",
+            Rejection::MissingSignature => "missing_signature",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::InvalidTimestamp | Rejection::StaleTimestamp => "stale_timestamp",
+            Rejection::WrongToken => "wrong_token",
+        }
+    }
+
+    /// True for authentication failures (401); the rest are malformed input (400).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            Rejection::MissingSignature
+                | Rejection::BadSignature
+                | Rejection::InvalidTimestamp
+                | Rejection::StaleTimestamp
+                | Rejection::WrongToken
+        )
+    }
+}
+
+/// The signature headers of a request, as received.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SignatureHeaders<'a> {
+    pub timestamp: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+}
+
+/// Envelope generation, which decides the dedup key and where the token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    V1,
+    V2,
+}
+
+/// An event that passed every configured check. It can only be built by
+/// [`Verifier::verify`], so holding one is proof of authenticity.
+#[derive(Debug)]
+pub struct VerifiedEvent {
+    schema: Schema,
+    event_type: String,
+    event_id: Option<String>,
+    envelope: Map<String, Value>,
+}
+
+impl VerifiedEvent {
+    pub fn schema(&self) -> Schema {
+        self.schema
+    }
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    /// `header.event_id` (v2) or `uuid` (v1), when present as a string.
+    pub fn event_id(&self) -> Option<&str> {
+        self.event_id.as_deref()
+    }
+    /// The decrypted envelope.
+    pub fn envelope(&self) -> &Map<String, Value> {
+        &self.envelope
+    }
+    /// The decrypted envelope with its verification token blanked out, for
+    /// the dead-letter topic: a Kafka topic is not a place for a credential.
+    pub fn redacted_envelope(&self) -> Value {
+        let mut env = self.envelope.clone();
+        if let Some(Value::Object(header)) = env.get_mut("header") {
+            if header.contains_key("token") {
+                header.insert("token".into(), Value::String("[redacted]".into()));
+            }
+        }
+        if env.contains_key("token") {
+            env.insert("token".into(), Value::String("[redacted]".into()));
+        }
+        Value::Object(env)
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(envelope: Value) -> Option<Self> {
+        let Value::Object(map) = envelope else {
+            return None;
+        };
+        classify_event(map).ok()
+    }
+}
+
+/// What an accepted request turned out to be.
+#[derive(Debug)]
+pub enum Inbound {
+    Challenge(String),
+    Event(VerifiedEvent),
+}
+
+/// Holds the configured secrets and applies Feishu's checks.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    key: Option<EncryptKey>,
+    token: Option<Secret>,
+    window: Option<Duration>,
+}
+
+impl Verifier {
+    pub fn new(
+        encrypt_key: Option<&Secret>,
+        token: Option<Secret>,
+        window: Option<Duration>,
+    ) -> Self {
+        Verifier {
+            key: encrypt_key.map(|k| EncryptKey::new(k.expose())),
+            token,
+            window,
+        }
+    }
+
+    pub fn verify(
+        &self,
+        body: &[u8],
+        headers: SignatureHeaders<'_>,
+        now: SystemTime,
+    ) -> Result<Inbound, Rejection> {
+        let outer = parse_object(body, Rejection::MalformedJson)?;
+        let encrypted = match outer.get("encrypt") {
+            None => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => return Err(Rejection::UnknownEnvelope("encrypt is not a string")),
+        };
+
+        let (envelope, signed) = match (&self.key, encrypted) {
+            (None, Some(_)) => return Err(Rejection::EncryptedWithoutKey),
+            (None, None) => (outer, false),
+            (Some(_), None) => return Err(Rejection::PlaintextWithKey),
+            (Some(key), Some(text)) => {
+                let signed = self.check_signature(key, body, headers, now)?;
+                let plain = key.decrypt(text).map_err(Rejection::Undecryptable)?;
+                (parse_object(&plain, Rejection::DecryptedNotJson)?, signed)
+            }
+        };
+
+        if envelope.get("type").and_then(Value::as_str) == Some("url_verification") {
+            self.check_token(envelope.get("token"))?;
+            return match envelope.get("challenge") {
+                Some(Value::String(c)) => Ok(Inbound::Challenge(c.clone())),
+                _ => Err(Rejection::UnknownEnvelope(
+                    "url_verification without a string challenge",
+                )),
+            };
+        }
+        if self.key.is_some() && !signed {
+            return Err(Rejection::MissingSignature);
+        }
+
+        let token = match envelope.get("header") {
+            Some(Value::Object(h)) => h.get("token"),
+            Some(_) => None,
+            None => envelope.get("token"),
+        };
+        self.check_token(token)?;
+        classify_event(envelope).map(Inbound::Event)
+    }
+
+    /// Returns whether the request carried a valid signature; `Ok(false)`
+    /// means no signature headers at all, which only a challenge may omit.
+    fn check_signature(
+        &self,
+        key: &EncryptKey,
+        body: &[u8],
+        headers: SignatureHeaders<'_>,
+        now: SystemTime,
+    ) -> Result<bool, Rejection> {
+        let (ts, nonce, sig) = match (headers.timestamp, headers.nonce, headers.signature) {
+            (None, None, None) => return Ok(false),
+            (Some(ts), Some(nonce), Some(sig)) => (ts, nonce, sig),
+            _ => return Err(Rejection::MissingSignature),
+        };
+        if !key.verify(ts, nonce, body, sig) {
+            return Err(Rejection::BadSignature);
+        }
+        if let Some(window) = self.window {
+            let sent: u64 = ts.trim().parse().map_err(|_| Rejection::InvalidTimestamp)?;
+            let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            if now.abs_diff(sent) > window.as_secs() {
+                return Err(Rejection::StaleTimestamp);
+            }
+        }
+        Ok(true)
+    }
+
+    fn check_token(&self, provided: Option<&Value>) -> Result<(), Rejection> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        match provided {
+            Some(Value::String(p))
+                if bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes())) =>
+            {
+                Ok(())
+            }
+            _ => Err(Rejection::WrongToken),
+        }
+    }
+}
+
+fn parse_object(bytes: &[u8], on_error: Rejection) -> Result<Map<String, Value>, Rejection> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) if matches!(on_error, Rejection::MalformedJson) => Err(Rejection::NotAnObject),
+        Ok(_) | Err(_) => Err(on_error),
+    }
+}
+
+/// Classifies an authenticated envelope as in Go's `EventFuzzy`: v2 when it
+/// has a header (event type from `header.event_type`), v1 when
+/// `type == "event_callback"` (event type from `event.type`).
+fn classify_event(envelope: Map<String, Value>) -> Result<VerifiedEvent, Rejection> {
+    let string = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+    if let Some(header) = envelope.get("header") {
+        let Value::Object(header) = header else {
+            return Err(Rejection::UnknownEnvelope("header is not an object"));
+        };
+        let Some(event_type) = string(header.get("event_type")) else {
+            return Err(Rejection::UnknownEnvelope(
+                "header.event_type is missing or not a string",
+            ));
+        };
+        let event_id = string(header.get("event_id"));
+        return Ok(VerifiedEvent {
+            schema: Schema::V2,
+            event_type,
+            event_id,
+            envelope,
+        });
+    }
+    if envelope.get("type").and_then(Value::as_str) == Some("event_callback") {
+        let event_type =
+            string(envelope.get("event").and_then(|e| e.get("type"))).unwrap_or_default();
+        let event_id = string(envelope.get("uuid"));
+        return Ok(VerifiedEvent {
+            schema: Schema::V1,
+            event_type,
+            event_id,
+            envelope,
+        });
+    }
+    Err(Rejection::UnknownEnvelope(
+        "neither a v2 header nor type event_callback/url_verification",
+    ))
+}
+
+#[cfg(test)]
+mod tests;

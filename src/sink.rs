@@ -1,0 +1,245 @@
+//! The Kafka side: one shared idempotent producer, keyed records, answers
+//! only after the broker's acknowledgement, and typed delivery errors.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    Record,
+    DeadLetter,
+}
+
+impl Destination {
+    pub fn label(self) -> &'static str {
+        match self {
+            Destination::Record => "record",
+            Destination::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// A message ready to be produced.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub destination: Destination,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Why a message was not acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    #[error("producer queue is full")]
+    QueueFull,
+    #[error("kafka rejected the message ({code:?}); retrying may succeed")]
+    Retriable { code: RDKafkaErrorCode },
+    #[error("kafka rejected the message ({code:?}); retrying will not help until the cluster or config changes")]
+    Permanent { code: RDKafkaErrorCode },
+    #[error("kafka client error: {0}")]
+    Client(String),
+    #[error("delivery report was lost (producer shut down)")]
+    Canceled,
+}
+
+impl PublishError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::QueueFull => "queue_full",
+            PublishError::Retriable { .. } => "retriable",
+            PublishError::Permanent { .. } => "permanent",
+            PublishError::Client(_) => "client",
+            PublishError::Canceled => "canceled",
+        }
+    }
+
+    fn from_kafka(err: &KafkaError) -> Self {
+        match err.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
+            Some(code) if is_retriable(code) => PublishError::Retriable { code },
+            Some(code) => PublishError::Permanent { code },
+            None => PublishError::Client(err.to_string()),
+        }
+    }
+}
+
+/// Errors after which the same message may well succeed later (the broker
+/// recovers, a leader is elected): Feishu's retry is the right remedy.
+fn is_retriable(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        MessageTimedOut
+            | RequestTimedOut
+            | BrokerTransportFailure
+            | AllBrokersDown
+            | Resolve
+            | NotEnoughReplicas
+            | NotEnoughReplicasAfterAppend
+            | LeaderNotAvailable
+            | NotLeaderForPartition
+            | NetworkException
+            | UnknownTopicOrPartition
+            | PurgeQueue
+            | PurgeInflight
+            | OutOfOrderSequenceNumber
+            | KafkaStorageError
+            | FencedLeaderEpoch
+            | UnknownLeaderEpoch
+            | OffsetNotAvailable
+            | PreferredLeaderNotAvailable
+            | CoordinatorLoadInProgress
+            | CoordinatorNotAvailable
+            | NotCoordinator
+            | WaitCache
+            | Retry
+    )
+}
+
+/// The client configuration the bridge needs: guarantees first, then the
+/// user's pass-through properties (already checked for conflicts).
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Same partition for a key as the Java client's default partitioner.
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("client.id", "feishu-kafka-bridge");
+    for (k, v) in &config.kafka_properties {
+        cc.set(k, v.expose());
+    }
+    cc
+}
+
+#[derive(Clone)]
+pub struct Sink {
+    producer: FutureProducer,
+    topic: String,
+    dlq_topic: String,
+    metrics: Metrics,
+}
+
+impl Sink {
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, KafkaError> {
+        let producer: FutureProducer = client_config(config).create()?;
+        Ok(Sink {
+            producer,
+            topic: config.topic.clone(),
+            dlq_topic: config.dlq_topic.clone(),
+            metrics,
+        })
+    }
+
+    /// Puts the message on the producer's queue. Fails at once when the
+    /// queue is full; otherwise returns a handle that resolves on the ack.
+    pub fn enqueue(&self, msg: &Outgoing) -> Result<Delivery, PublishError> {
+        let topic = match msg.destination {
+            Destination::Record => &self.topic,
+            Destination::DeadLetter => &self.dlq_topic,
+        };
+        let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
+        for (k, v) in &msg.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record = FutureRecord::to(topic)
+            .payload(&msg.payload)
+            .headers(headers);
+        if let Some(key) = &msg.key {
+            record = record.key(key.as_bytes());
+        }
+        match self.producer.send_result(record) {
+            Ok(future) => Ok(Delivery {
+                future,
+                started: Instant::now(),
+                destination: msg.destination,
+                metrics: self.metrics.clone(),
+            }),
+            Err((err, _)) => {
+                let err = PublishError::from_kafka(&err);
+                self.metrics
+                    .delivery_errors
+                    .with_label_values(&[err.kind()])
+                    .inc();
+                Err(err)
+            }
+        }
+    }
+
+    /// Messages handed to librdkafka and not yet acknowledged or failed.
+    pub fn queue_depth(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+
+    /// Asks the cluster for the topic's metadata; true when every partition has a leader.
+    /// Blocking: call from a blocking thread.
+    pub fn topic_available(&self, timeout: Duration) -> bool {
+        match self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), timeout)
+        {
+            Ok(md) => md.topics().iter().any(|t| {
+                t.name() == self.topic
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
+            }),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits for every queued message to be acknowledged or to fail. Blocking.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(Timeout::After(timeout))
+    }
+}
+
+/// A message on its way to Kafka.
+pub struct Delivery {
+    future: DeliveryFuture,
+    started: Instant,
+    destination: Destination,
+    metrics: Metrics,
+}
+
+impl Delivery {
+    /// Resolves when Kafka acknowledged the message or librdkafka gave up on it.
+    pub async fn acked(self) -> Result<(), PublishError> {
+        let result = match self.future.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((err, _))) => Err(PublishError::from_kafka(&err)),
+            Err(_) => Err(PublishError::Canceled),
+        };
+        match &result {
+            Ok(()) => self
+                .metrics
+                .publish_duration
+                .with_label_values(&[self.destination.label()])
+                .observe(self.started.elapsed().as_secs_f64()),
+            Err(e) => self
+                .metrics
+                .delivery_errors
+                .with_label_values(&[e.kind()])
+                .inc(),
+        }
+        result
+    }
+}
