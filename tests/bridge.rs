@@ -292,7 +292,9 @@ async fn every_rejection_has_its_status_and_publishes_nothing() {
         ("X-Lark-Signature", feishu.key.sign(&old_ts, "n", &body)),
     ];
 
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, String)>, u16, &str)> = vec![
+    // (name, body, headers, expected status, expected metric outcome)
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, String)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "malformed json",
             b"{\"encrypt\":".to_vec(),

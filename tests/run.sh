@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The test command (README.md, "Run the tests"); .ci/run calls it as is.
+# Installs what the tests need, idempotently, then runs the whole suite:
+#   - Debian packages that the Kafka client's build needs (librdkafka is built from source);
+#   - tansu 0.6.0, a Kafka-protocol broker the integration tests start over TCP;
+#   - Python's `cryptography`, which made the independent crypto test vectors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TANSU_VERSION=0.6.0
+TANSU_ROOT=${TANSU_ROOT:-/opt/tansu-$TANSU_VERSION}
+export TANSU_BIN="$TANSU_ROOT/bin/tansu"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_packages=(build-essential pkg-config cmake libssl-dev zlib1g-dev libsasl2-dev)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  echo "tests/run.sh: installing tansu $TANSU_VERSION into $TANSU_ROOT (about 9 minutes on 2 cores, once)"
+  as_root mkdir -p "$TANSU_ROOT"
+  as_root cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore --root "$TANSU_ROOT"
+fi
+"$TANSU_BIN" --version
+
+python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
+# The committed vectors must be exactly what the independent implementation produces.
+python3 tests/vectors/gen.py --check
+
+cargo test --locked
