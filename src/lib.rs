@@ -68,6 +68,8 @@ pub async fn run(
     ));
 
     let addr = listener.local_addr()?;
+    let (librdkafka, features) = sink::librdkafka_build();
+    info!(version = env!("CARGO_PKG_VERSION"), %librdkafka, %features, "starting");
     info!(
         %addr,
         event_path = %config.event_path,

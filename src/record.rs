@@ -373,3 +373,37 @@ mod tests {
         })
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validator(path: &str) -> jsonschema::Validator {
+        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect("schema file");
+        jsonschema::validator_for(&serde_json::from_str(&text).expect("schema is JSON")).expect("valid schema")
+    }
+
+    #[test]
+    fn records_match_the_published_json_schema() {
+        let v = validator("deploy/schema/feishu.chat_member_withdrawn.v1.json");
+        let full = VerifiedEvent::for_tests(serde_json::from_str(include_str!("../tests/fixtures/seed_sample.json")).unwrap()).unwrap();
+        let sparse = VerifiedEvent::for_tests(json!({"header":{"event_id":"e","event_type":"im.chat.member.user.withdrawn_v1"},"event":{"chat_id":"c","users":[{}]}})).unwrap();
+        for e in [full, sparse] {
+            let value = serde_json::to_value(normalize(&e, 1).unwrap()).unwrap();
+            let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{errors:?}\n{value}");
+        }
+        // The schema is strict enough to catch a missing key.
+        assert!(!v.is_valid(&json!({"schema": RECORD_SCHEMA})));
+    }
+
+    #[test]
+    fn dead_letters_match_their_json_schema() {
+        let v = validator("deploy/schema/feishu.dead_letter.v1.json");
+        let e = VerifiedEvent::for_tests(json!({"header":{"event_type":"im.chat.member.user.withdrawn_v1","token":"t"},"event":{}})).unwrap();
+        let err = normalize(&e, 0).unwrap_err();
+        let value = serde_json::to_value(DeadLetter::new(&e, &err, 3)).unwrap();
+        assert!(v.is_valid(&value), "{value}");
+    }
+}

@@ -243,3 +243,36 @@ impl Delivery {
         result
     }
 }
+
+/// librdkafka's version and compiled-in features, for the start-up log.
+pub fn librdkafka_build() -> (String, String) {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .unwrap_or_default();
+    (version, features)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_with_tls_sasl_and_compression() {
+        let (_, features) = librdkafka_build();
+        for f in ["ssl", "sasl_plain", "sasl_scram", "lz4", "gzip"] {
+            assert!(features.split(',').any(|x| x == f), "librdkafka lacks {f}: {features}");
+        }
+    }
+
+    #[test]
+    fn queue_full_and_timeouts_are_retriable_size_is_permanent() {
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        assert_eq!(PublishError::from_kafka(&e).kind(), "queue_full");
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(PublishError::from_kafka(&e).kind(), "retriable");
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(PublishError::from_kafka(&e).kind(), "permanent");
+    }
+}
