@@ -40,6 +40,10 @@ pub fn router(event_path: &str, ingress: Arc<Ingress>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(ingress)
+        // Defence in depth: no input is known to panic a handler, but if one
+        // ever does, answer 500 (Feishu retries) instead of resetting the
+        // connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
 }
 
 async fn healthz() -> &'static str {

@@ -80,6 +80,10 @@ pub async fn run(
         "listening"
     );
 
+    if config.encrypt_key.is_none() && config.verification_token.is_none() {
+        warn!("neither FEISHU_ENCRYPT_KEY nor FEISHU_VERIFICATION_TOKEN is set: callbacks are not authenticated");
+    }
+
     let app = ingress::router(&config.event_path, ingress);
     let stop = stopping.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

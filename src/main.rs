@@ -1,11 +1,14 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use feishu_kafka_bridge::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,4 +76,38 @@ fn init_logging(format: LogFormat, filter: &str) {
             .init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Prints a flag or environment parsing error as one line naming the
+/// setting (the environment name when the flag has one), so that a bad
+/// Kubernetes ConfigMap is obvious from the pod's last log line.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split_whitespace().next().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    let env = Cli::command()
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|l| flag == format!("--{l}")))
+        .and_then(|a| a.get_env())
+        .map(|v| v.to_string_lossy().into_owned());
+    let message = e.to_string();
+    let first = message
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_owned();
+    match env {
+        Some(env) => eprintln!("feishu-kafka-bridge: invalid setting {env} ({flag}): {first}"),
+        None => eprintln!("feishu-kafka-bridge: {first} (see --help)"),
+    }
+    ExitCode::from(2)
 }
