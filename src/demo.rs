@@ -101,7 +101,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         file.display()
     );
     println!(
-        "read the topic:\n  kcat -b {} -t {TOPIC} -C -o beginning -f 'key=%k headers=%h\\n%s\\n'",
+        "read the topic (kcat: apt-get install kcat):\n  kcat -b {} -t {TOPIC} -C -o beginning -f 'key=%k headers=%h\\n%s\\n'",
         cluster.bootstrap_servers()
     );
     println!("metrics: curl -s http://{addr}/metrics | grep ^feishu_bridge_");
