@@ -380,14 +380,19 @@ mod schema_tests {
     use serde_json::json;
 
     fn validator(path: &str) -> jsonschema::Validator {
-        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).expect("schema file");
-        jsonschema::validator_for(&serde_json::from_str(&text).expect("schema is JSON")).expect("valid schema")
+        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
+            .expect("schema file");
+        jsonschema::validator_for(&serde_json::from_str(&text).expect("schema is JSON"))
+            .expect("valid schema")
     }
 
     #[test]
     fn records_match_the_published_json_schema() {
         let v = validator("deploy/schema/feishu.chat_member_withdrawn.v1.json");
-        let full = VerifiedEvent::for_tests(serde_json::from_str(include_str!("../tests/fixtures/seed_sample.json")).unwrap()).unwrap();
+        let full = VerifiedEvent::for_tests(
+            serde_json::from_str(include_str!("../tests/fixtures/seed_sample.json")).unwrap(),
+        )
+        .unwrap();
         let sparse = VerifiedEvent::for_tests(json!({"header":{"event_id":"e","event_type":"im.chat.member.user.withdrawn_v1"},"event":{"chat_id":"c","users":[{}]}})).unwrap();
         for e in [full, sparse] {
             let value = serde_json::to_value(normalize(&e, 1).unwrap()).unwrap();

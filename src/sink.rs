@@ -262,7 +262,10 @@ mod tests {
     fn built_with_tls_sasl_and_compression() {
         let (_, features) = librdkafka_build();
         for f in ["ssl", "sasl_plain", "sasl_scram", "lz4", "gzip"] {
-            assert!(features.split(',').any(|x| x == f), "librdkafka lacks {f}: {features}");
+            assert!(
+                features.split(',').any(|x| x == f),
+                "librdkafka lacks {f}: {features}"
+            );
         }
     }
 

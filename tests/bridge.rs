@@ -51,9 +51,16 @@ async fn seed_event_becomes_a_keyed_record_with_every_field() {
     assert_eq!(r.headers["tenant_key"], "2ca1d211f64f6438");
     assert_eq!(r.headers["schema"], "feishu.chat_member_withdrawn.v1");
 
-    let schema: Value = serde_json::from_str(include_str!("../deploy/schema/feishu.chat_member_withdrawn.v1.json")).unwrap();
+    let schema: Value = serde_json::from_str(include_str!(
+        "../deploy/schema/feishu.chat_member_withdrawn.v1.json"
+    ))
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    assert!(validator.is_valid(&r.value), "record does not match its JSON Schema: {}", r.value);
+    assert!(
+        validator.is_valid(&r.value),
+        "record does not match its JSON Schema: {}",
+        r.value
+    );
 
     let received = r.value["received_at_ms"]
         .as_i64()
@@ -239,9 +246,13 @@ async fn unnormalizable_events_go_to_the_dead_letter_topic() {
             .expect(id)
             .clone()
     };
-    let schema: Value = serde_json::from_str(include_str!("../deploy/schema/feishu.dead_letter.v1.json")).unwrap();
+    let schema: Value =
+        serde_json::from_str(include_str!("../deploy/schema/feishu.dead_letter.v1.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    assert!(dead.iter().all(|d| validator.is_valid(&d.value)), "dead letters must match their JSON Schema");
+    assert!(
+        dead.iter().all(|d| validator.is_valid(&d.value)),
+        "dead letters must match their JSON Schema"
+    );
     let d1 = by_id("dl-1");
     assert_eq!(d1.value["schema"], "feishu.dead_letter.v1");
     assert_eq!(d1.value["reason"], "event.chat_id is missing or empty");

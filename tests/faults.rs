@@ -34,7 +34,10 @@ impl InProcess {
             brokers,
             topic: TOPIC.into(),
             dlq_topic: format!("{TOPIC}.dlq"),
-            kafka_properties: props.iter().map(|(k, v)| (k.to_string(), Secret::new(*v))).collect(),
+            kafka_properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+                .collect(),
             dedup_ttl: Duration::from_secs(3600),
             dedup_capacity: 10_000,
             publish_deadline: Duration::from_millis(deadline_ms),
@@ -73,14 +76,20 @@ impl InProcess {
     async fn wait_ready(&self, want: bool, within: Duration) {
         let give_up = tokio::time::Instant::now() + within;
         while self.ready().await != want {
-            assert!(tokio::time::Instant::now() < give_up, "readiness did not become {want} within {within:?}");
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "readiness did not become {want} within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     async fn push(&self, feishu: &Feishu, env: &Value) -> (u16, String) {
         let (body, headers) = feishu.sign(env);
-        let mut req = self.http.post(format!("http://{}/webhook/event", self.addr)).body(body);
+        let mut req = self
+            .http
+            .post(format!("http://{}/webhook/event", self.addr))
+            .body(body);
         for (k, v) in &headers {
             req = req.header(*k, v);
         }
@@ -107,10 +116,15 @@ impl InProcess {
     }
 }
 
-fn cluster() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+fn cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
     let cluster = MockCluster::new(1).unwrap();
     cluster.create_topic(TOPIC, common::PARTITIONS, 1).unwrap();
-    cluster.create_topic(&format!("{TOPIC}.dlq"), common::PARTITIONS, 1).unwrap();
+    cluster
+        .create_topic(&format!("{TOPIC}.dlq"), common::PARTITIONS, 1)
+        .unwrap();
     let bootstrap = cluster.bootstrap_servers();
     (cluster, bootstrap)
 }
@@ -122,11 +136,17 @@ async fn ack_after_the_deadline_turns_the_retry_into_a_duplicate() {
     let feishu = Feishu::new();
     let env = withdrawal("slow-1", "oc_slow");
 
-    cluster.broker_round_trip_time(1, Duration::from_millis(2500)).unwrap();
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(2500))
+        .unwrap();
     let started = std::time::Instant::now();
     let (status, body) = bridge.push(&feishu, &env).await;
     assert_eq!(status, 503, "{body}");
-    assert!(started.elapsed() < Duration::from_millis(1500), "answered after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "answered after {:?}",
+        started.elapsed()
+    );
 
     // A copy arriving while the first is still in flight waits, then gets 503 too.
     let (status, _) = bridge.push(&feishu, &env).await;
@@ -145,13 +165,22 @@ async fn ack_after_the_deadline_turns_the_retry_into_a_duplicate() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let m = bridge.metrics().await;
-    assert_eq!(metric(&m, "feishu_bridge_requests_total{outcome=\"published\"}"), 0.0);
+    assert_eq!(
+        metric(&m, "feishu_bridge_requests_total{outcome=\"published\"}"),
+        0.0
+    );
     assert!(metric(&m, "feishu_bridge_requests_total{outcome=\"duplicate\"}") >= 1.0);
     bridge.stop().await;
-    let records = tokio::task::spawn_blocking(move || read_topic(&bootstrap, TOPIC, 1, Duration::from_secs(1)))
-        .await
-        .unwrap();
-    assert_eq!(records.len(), 1, "exactly one record for a slow-acked event");
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, TOPIC, 1, Duration::from_secs(1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        records.len(),
+        1,
+        "exactly one record for a slow-acked event"
+    );
     drop(cluster);
 }
 
@@ -164,7 +193,10 @@ async fn failed_delivery_answers_503_and_the_retry_publishes() {
 
     // Every produce attempt for a while fails with a retriable error, so
     // librdkafka gives up when message.timeout.ms runs out.
-    cluster.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 200]);
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 200],
+    );
     let (status, body) = bridge.push(&feishu, &env).await;
     assert_eq!(status, 503, "{body}");
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
@@ -179,11 +211,19 @@ async fn failed_delivery_answers_503_and_the_retry_publishes() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let m = bridge.metrics().await;
-    assert!(metric(&m, "feishu_bridge_kafka_delivery_errors_total{kind=\"retriable\"}") >= 1.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "feishu_bridge_kafka_delivery_errors_total{kind=\"retriable\"}"
+        ) >= 1.0,
+        "{m}"
+    );
     bridge.stop().await;
-    let records = tokio::task::spawn_blocking(move || read_topic(&bootstrap, TOPIC, 1, Duration::from_secs(1)))
-        .await
-        .unwrap();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, TOPIC, 1, Duration::from_secs(1))
+    })
+    .await
+    .unwrap();
     assert_eq!(records.len(), 1);
     drop(cluster);
 }
@@ -191,7 +231,12 @@ async fn failed_delivery_answers_503_and_the_retry_publishes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_means_not_ready_then_queue_full_503_then_recovery() {
     let (cluster, bootstrap) = cluster();
-    let bridge = InProcess::start(bootstrap.clone(), 500, &[("queue.buffering.max.messages", "1")]).await;
+    let bridge = InProcess::start(
+        bootstrap.clone(),
+        500,
+        &[("queue.buffering.max.messages", "1")],
+    )
+    .await;
     let feishu = Feishu::new();
 
     cluster.broker_down(1).unwrap();
@@ -206,7 +251,13 @@ async fn broker_down_means_not_ready_then_queue_full_503_then_recovery() {
     assert!(body.contains("queue is full"), "{body}");
     assert!(started.elapsed() < Duration::from_millis(400));
     let m = bridge.metrics().await;
-    assert_eq!(metric(&m, "feishu_bridge_kafka_delivery_errors_total{kind=\"queue_full\"}"), 1.0);
+    assert_eq!(
+        metric(
+            &m,
+            "feishu_bridge_kafka_delivery_errors_total{kind=\"queue_full\"}"
+        ),
+        1.0
+    );
     assert_eq!(metric(&m, "feishu_bridge_producer_queue_messages"), 1.0);
 
     cluster.broker_up(1).unwrap();
@@ -220,10 +271,15 @@ async fn broker_down_means_not_ready_then_queue_full_503_then_recovery() {
         }
     }
     bridge.stop().await;
-    let records = tokio::task::spawn_blocking(move || read_topic(&bootstrap, TOPIC, 2, Duration::from_secs(1)))
-        .await
-        .unwrap();
-    let mut ids: Vec<String> = records.iter().map(|r| r.value["event_id"].as_str().unwrap().to_owned()).collect();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, TOPIC, 2, Duration::from_secs(1))
+    })
+    .await
+    .unwrap();
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| r.value["event_id"].as_str().unwrap().to_owned())
+        .collect();
     ids.sort();
     assert_eq!(ids, ["down-1", "down-2"]);
     drop(cluster);
