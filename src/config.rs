@@ -142,6 +142,15 @@ pub struct Settings {
     #[arg(long, env = "BRIDGE_TIMESTAMP_WINDOW_SECS", default_value_t = 300)]
     pub timestamp_window_secs: u64,
 
+    /// How long a client may take to send a request's line and headers, and
+    /// how long an idle keep-alive connection is kept, in ms.
+    #[arg(long, env = "BRIDGE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Most client connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "BRIDGE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
     /// How often readiness asks Kafka for the topic's metadata, in ms.
     #[arg(long, env = "BRIDGE_READINESS_INTERVAL_MS", default_value_t = 2000)]
     pub readiness_interval_ms: u64,
@@ -221,6 +230,8 @@ pub struct Config {
     pub publish_deadline: Duration,
     pub body_limit_bytes: usize,
     pub body_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
     /// `None` disables the timestamp check.
     pub timestamp_window: Option<Duration>,
     pub readiness_interval: Duration,
@@ -308,6 +319,8 @@ impl Settings {
         positive("BRIDGE_BODY_LIMIT_BYTES", self.body_limit_bytes as u64)?;
         positive("BRIDGE_BODY_TIMEOUT_MS", self.body_timeout_ms)?;
         positive("BRIDGE_READINESS_INTERVAL_MS", self.readiness_interval_ms)?;
+        positive("BRIDGE_HEADER_TIMEOUT_MS", self.header_timeout_ms)?;
+        positive("BRIDGE_MAX_CONNECTIONS", self.max_connections as u64)?;
 
         Ok(Config {
             listen: self.listen,
@@ -323,12 +336,32 @@ impl Settings {
             publish_deadline: Duration::from_millis(self.publish_deadline_ms),
             body_limit_bytes: self.body_limit_bytes,
             body_timeout: Duration::from_millis(self.body_timeout_ms),
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            max_connections: self.max_connections,
             timestamp_window: (self.timestamp_window_secs > 0)
                 .then(|| Duration::from_secs(self.timestamp_window_secs)),
             readiness_interval: Duration::from_millis(self.readiness_interval_ms),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             flush_timeout: Duration::from_secs(self.flush_timeout_secs),
         })
+    }
+}
+
+impl Config {
+    /// The documented defaults with the given brokers, for the demo and for
+    /// tests that run the bridge in-process. Flags' defaults are the single
+    /// source; the process environment is not consulted.
+    pub fn with_defaults(brokers: &str) -> Config {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|a| a.env(None::<&'static str>));
+        let parsed = command
+            .try_get_matches_from(["feishu-kafka-bridge", "--brokers", brokers])
+            .and_then(|m| Cli::from_arg_matches(&m));
+        match parsed.map(|cli| cli.settings.validate()) {
+            Ok(Ok(config)) => config,
+            Ok(Err(e)) => unreachable!("built-in defaults validate: {e}"),
+            Err(e) => unreachable!("built-in defaults parse: {e}"),
+        }
     }
 }
 

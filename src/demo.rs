@@ -32,23 +32,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let config = Config {
         listen: args.listen,
-        event_path: "/webhook/event".into(),
         encrypt_key: Some(Secret::new(DEMO_ENCRYPT_KEY)),
         verification_token: Some(Secret::new(DEMO_TOKEN)),
-        brokers: brokers.clone(),
         topic: TOPIC.into(),
         dlq_topic: dlq,
-        kafka_properties: Vec::new(),
-        dedup_ttl: Duration::from_secs(8 * 3600),
-        dedup_capacity: 1_000_000,
-        publish_deadline: Duration::from_millis(2500),
-        body_limit_bytes: 1024 * 1024,
-        body_timeout: Duration::from_secs(10),
         // Off so that the curl command printed below keeps working.
         timestamp_window: None,
         readiness_interval: Duration::from_millis(500),
-        drain_timeout: Duration::from_secs(5),
-        flush_timeout: Duration::from_secs(5),
+        ..Config::with_defaults(&brokers)
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod protocol;
 pub mod record;
+pub mod server;
 pub mod sink;
 
 use std::future::Future;
@@ -85,24 +86,17 @@ pub async fn run(
     }
 
     let app = ingress::router(&config.event_path, ingress);
-    let stop = stopping.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        info!("shutdown requested: no new connections; finishing in-flight requests");
-        stop.notify_waiters();
-    });
-    let drain_timeout = config.drain_timeout;
-    let stop = stopping.clone();
-    let served = tokio::select! {
-        r = server => r.map_err(anyhow::Error::from),
-        _ = async move {
-            stop.notified().await;
-            tokio::time::sleep(drain_timeout).await;
-        } => {
-            warn!(timeout_secs = drain_timeout.as_secs(), "drain timeout: abandoning requests still in flight");
-            Ok(())
-        }
+    let limits = server::Limits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+        drain_timeout: config.drain_timeout,
     };
+    let stop = stopping.clone();
+    server::serve(listener, app, limits, async move {
+        shutdown.await;
+        stop.notify_waiters();
+    })
+    .await;
     ready.store(false, Ordering::Relaxed);
     readiness.abort();
 
@@ -114,7 +108,7 @@ pub async fn run(
         Ok(()) => info!("producer flushed; bye"),
         Err(e) => error!(error = %e, remaining = queued, "producer flush did not complete"),
     }
-    served
+    Ok(())
 }
 
 /// Polls Kafka for the topic's metadata and publishes the answer as readiness.

@@ -28,25 +28,20 @@ impl InProcess {
     async fn start(brokers: String, deadline_ms: u64, props: &[(&str, &str)]) -> InProcess {
         let config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            event_path: "/webhook/event".into(),
             encrypt_key: Some(Secret::new(ENCRYPT_KEY)),
             verification_token: Some(Secret::new(TOKEN)),
-            brokers,
             topic: TOPIC.into(),
             dlq_topic: format!("{TOPIC}.dlq"),
             kafka_properties: props
                 .iter()
                 .map(|(k, v)| (k.to_string(), Secret::new(*v)))
                 .collect(),
-            dedup_ttl: Duration::from_secs(3600),
             dedup_capacity: 10_000,
             publish_deadline: Duration::from_millis(deadline_ms),
-            body_limit_bytes: 1 << 20,
-            body_timeout: Duration::from_secs(5),
-            timestamp_window: Some(Duration::from_secs(300)),
             readiness_interval: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(5),
+            ..Config::with_defaults(&brokers)
         };
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();

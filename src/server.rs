@@ -1,0 +1,98 @@
+//! The HTTP/1 accept loop. `axum::serve` has no header-read timeout, no
+//! connection cap and no drain deadline; a callback endpoint on the public
+//! internet needs all three, so the loop is written out here.
+//!
+//! * Header-read timeout: a client that trickles its request line or headers,
+//!   or keeps an idle keep-alive connection open without sending the next
+//!   request, is disconnected after `header_timeout` (hyper starts the timer
+//!   whenever it waits for a request head).
+//! * Connection cap: at most `max_connections` are served at once; further
+//!   clients wait in the kernel's backlog instead of costing memory here.
+//! * Graceful shutdown: stop accepting, let in-flight requests finish (idle
+//!   connections are closed at once), give up after `drain_timeout`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains.
+/// Returns false when the drain deadline cut connections short.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> bool {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+
+    loop {
+        let slot = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+
+    drop(listener);
+    let open = graceful.count();
+    info!(
+        open_connections = open,
+        "shutdown requested: not accepting; finishing in-flight requests"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => true,
+        _ = tokio::time::sleep(limits.drain_timeout) => {
+            warn!(timeout_secs = limits.drain_timeout.as_secs(), "drain timeout: abandoning connections still in flight");
+            false
+        }
+    }
+}
