@@ -82,6 +82,29 @@ pub async fn serve(
         });
     }
 
+    // Connections the kernel has already accepted are clients that sent (or
+    // are sending) a request: closing the listener would reset them. Take
+    // what is queued, serve it without keep-alive, then close.
+    let mut last_orders = http1::Builder::new();
+    last_orders
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(false);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            r = listener.accept() => r,
+            _ = std::future::ready(()) => break,
+        };
+        let Ok((stream, _)) = accepted else { break };
+        let conn = graceful.watch(
+            last_orders
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone())),
+        );
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
     drop(listener);
     let open = graceful.count();
     info!(

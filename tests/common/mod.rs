@@ -4,6 +4,9 @@
 //! explicitly assigned partitions.
 #![allow(dead_code)]
 
+pub mod in_process;
+pub mod stand_in;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -67,7 +70,11 @@ impl Drop for Broker {
 
 impl Broker {
     pub fn start() -> Broker {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts tansu on a given port (for a bridge configured before the broker exists).
+    pub fn start_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("tansu-{port}.log"));
         let child = Command::new(tansu_bin())

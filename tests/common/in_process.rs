@@ -1,0 +1,113 @@
+//! The bridge run in-process (the library's `run`), so that a test can
+//! steer librdkafka's mock cluster while requests are in flight.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use feishu_kafka_bridge::config::{Config, Secret};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::{Feishu, ENCRYPT_KEY, TOKEN};
+
+pub const TOPIC: &str = "withdrawn.faults";
+
+pub struct InProcess {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+}
+
+impl InProcess {
+    pub async fn start(brokers: String, deadline_ms: u64, props: &[(&str, &str)]) -> InProcess {
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            encrypt_key: Some(Secret::new(ENCRYPT_KEY)),
+            verification_token: Some(Secret::new(TOKEN)),
+            topic: TOPIC.into(),
+            dlq_topic: format!("{TOPIC}.dlq"),
+            kafka_properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), Secret::new(*v)))
+                .collect(),
+            dedup_capacity: 10_000,
+            publish_deadline: Duration::from_millis(deadline_ms),
+            readiness_interval: Duration::from_millis(200),
+            drain_timeout: Duration::from_secs(5),
+            flush_timeout: Duration::from_secs(5),
+            ..Config::with_defaults(&brokers)
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(feishu_kafka_bridge::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let me = InProcess {
+            addr,
+            stop: Some(tx),
+            task,
+            http: reqwest::Client::new(),
+        };
+        me.wait_ready(true, Duration::from_secs(20)).await;
+        me
+    }
+
+    pub async fn ready(&self) -> bool {
+        self.http
+            .get(format!("http://{}/readyz", self.addr))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    }
+
+    pub async fn wait_ready(&self, want: bool, within: Duration) {
+        let give_up = tokio::time::Instant::now() + within;
+        while self.ready().await != want {
+            assert!(
+                tokio::time::Instant::now() < give_up,
+                "readiness did not become {want} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn push(&self, feishu: &Feishu, env: &Value) -> (u16, String) {
+        let (body, headers) = feishu.sign(env);
+        let mut req = self
+            .http
+            .post(format!("http://{}/webhook/event", self.addr))
+            .body(body);
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+impl InProcess {
+    pub fn url(&self) -> String {
+        format!("http://{}/webhook/event", self.addr)
+    }
+}
