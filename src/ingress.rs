@@ -43,7 +43,10 @@ pub fn router(event_path: &str, ingress: Arc<Ingress>) -> Router {
         // Defence in depth: no input is known to panic a handler, but if one
         // ever does, answer 500 (Feishu retries) instead of resetting the
         // connection.
-        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            // The panic hook has logged where; the body says nothing more.
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }))
 }
 
 async fn healthz() -> &'static str {

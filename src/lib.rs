@@ -144,6 +144,26 @@ async fn watch_readiness(
     }
 }
 
+/// Replaces the default panic hook (which prints the panic message to
+/// stderr) with one that logs where the panic happened and only a *literal*
+/// message: a formatted message may carry runtime data, such as a decrypted
+/// payload, and logs must never. Nothing reachable from input is known to
+/// panic; this is for the day something does.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("[formatted panic message withheld: it may contain request data]");
+        error!(%location, panic = message, "panicked");
+    }));
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -117,6 +117,9 @@ pub fn client_config(config: &Config) -> ClientConfig {
         .set("partitioner", "murmur2_random")
         .set("compression.type", "lz4")
         .set("linger.ms", "5")
+        // librdkafka's default of 1 GiB would outgrow any sensible pod
+        // limit while a broker is stalled; past this the bridge answers 503.
+        .set("queue.buffering.max.kbytes", "65536")
         .set("client.id", "feishu-kafka-bridge");
     for (k, v) in &config.kafka_properties {
         cc.set(k, v.expose());

@@ -1,0 +1,64 @@
+//! Envelope parse → signature → decrypt → token → classify → normalize, on
+//! arbitrary bytes. The first byte picks how the rest is delivered:
+//! * as a raw body, unsigned, to a bridge with an encrypt key;
+//! * as a raw body, correctly signed (so fuzzing reaches decryption);
+//! * as a plaintext envelope, encrypted and signed as Feishu would (so
+//!   fuzzing reaches classification and normalization through the crypto);
+//! * as a raw body to a bridge without a key (plaintext mode).
+//! Any panic is a bug.
+#![no_main]
+#![allow(dead_code)]
+
+#[path = "../../../src/config.rs"]
+mod config;
+#[path = "../../../src/protocol/mod.rs"]
+mod protocol;
+#[path = "../../../src/record.rs"]
+mod record;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use libfuzzer_sys::fuzz_target;
+use protocol::{EncryptKey, Inbound, SignatureHeaders, Verifier};
+
+const KEY: &str = "fuzz-encrypt-key";
+const TOKEN: &str = "fuzz-token";
+
+fn exercise(verifier: &Verifier, body: &[u8], headers: SignatureHeaders<'_>, now: SystemTime) {
+    if let Ok(Inbound::Event(event)) = verifier.verify(body, headers, now) {
+        let _ = event.event_id();
+        match record::normalize(&event, 0) {
+            Ok(rec) => {
+                let _ = serde_json::to_vec(&rec);
+            }
+            Err(reason) => {
+                let dl = record::DeadLetter::new(&event, &reason, 0);
+                let _ = dl.chat_id();
+                let _ = serde_json::to_vec(&dl);
+            }
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let key = config::Secret::new(KEY);
+    let with_key = Verifier::new(Some(&key), Some(config::Secret::new(TOKEN)), Some(Duration::from_secs(300)));
+    let enc = EncryptKey::new(KEY);
+    match mode % 4 {
+        0 => exercise(&with_key, rest, SignatureHeaders::default(), now),
+        1 => {
+            let sig = enc.sign("1700000000", "n", rest);
+            let h = SignatureHeaders { timestamp: Some("1700000000"), nonce: Some("n"), signature: Some(&sig) };
+            exercise(&with_key, rest, h, now);
+        }
+        2 => {
+            let body = format!("{{\"encrypt\":\"{}\"}}", enc.encrypt(rest, [7; 16]));
+            let sig = enc.sign("1700000000", "n", body.as_bytes());
+            let h = SignatureHeaders { timestamp: Some("1700000000"), nonce: Some("n"), signature: Some(&sig) };
+            exercise(&with_key, body.as_bytes(), h, now);
+        }
+        _ => exercise(&Verifier::new(None, None, None), rest, SignatureHeaders::default(), now),
+    }
+});
