@@ -196,18 +196,10 @@ fn load(prefix: &str, n: usize, chats: usize) -> Vec<Value> {
 }
 
 async fn verdict_of(pusher: &Pusher, bootstrap: String) -> Verdict {
-    let acked = pusher
-        .ledger
-        .snapshot()
-        .values()
-        .filter(|e| e.acked)
-        .count();
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, TOPIC, acked, Duration::from_secs(2))
-    })
-    .await
-    .unwrap();
-    Verdict::new(&pusher.ledger, &records)
+    let ledger = pusher.ledger.clone();
+    tokio::task::spawn_blocking(move || ledger.verdict(&bootstrap, TOPIC))
+        .await
+        .unwrap()
 }
 
 /// Every non-200 answer came within the publish deadline (plus scheduling slack).
@@ -232,13 +224,7 @@ async fn broker_down_under_steady_load_loses_and_duplicates_nothing() {
     let deadline = Duration::from_millis(1000);
     let bridge = InProcess::start(bootstrap.clone(), deadline.as_millis() as u64, &[]).await;
     let pusher = Pusher::new(bridge.url(), Schedule::compressed());
-    let run = {
-        let p = pusher.clone();
-        tokio::spawn(async move {
-            p.run(load("bd", 150, 12), 8, Duration::from_millis(20))
-                .await
-        })
-    };
+    let run = pusher.spawn_run(load("bd", 150, 12), 8, Duration::from_millis(20));
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.broker_down(1).unwrap();
@@ -345,13 +331,7 @@ async fn leaderless_partition_under_load_loses_and_duplicates_nothing() {
     let deadline = Duration::from_millis(1000);
     let bridge = InProcess::start(bootstrap.clone(), deadline.as_millis() as u64, &[]).await;
     let pusher = Pusher::new(bridge.url(), Schedule::compressed());
-    let run = {
-        let p = pusher.clone();
-        tokio::spawn(async move {
-            p.run(load("nl", 150, 12), 8, Duration::from_millis(20))
-                .await
-        })
-    };
+    let run = pusher.spawn_run(load("nl", 150, 12), 8, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_millis(400)).await;
     cluster.partition_leader(TOPIC, 0, None).unwrap();
     bridge.wait_ready(false, Duration::from_secs(10)).await;

@@ -311,10 +311,7 @@ async fn hostile_input_mixed_with_valid_traffic() {
     let valid: Vec<Value> = (0..100)
         .map(|i| withdrawal(&format!("valid-{i}"), &format!("oc_v{}", i % 7)))
         .collect();
-    let run = {
-        let p = pusher.clone();
-        tokio::spawn(async move { p.run(valid, 4, Duration::from_millis(10)).await })
-    };
+    let run = pusher.spawn_run(valid, 4, Duration::from_millis(10));
     let addr = bridge.addr.clone();
     let results = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -338,13 +335,12 @@ async fn hostile_input_mixed_with_valid_traffic() {
         "unexpected answers (round, case, expected, got): {wrong:#?}"
     );
 
-    let acked = pusher
-        .ledger
-        .snapshot()
-        .values()
-        .filter(|e| e.acked)
-        .count();
-    let records = read_topic(&broker.bootstrap, &topic, acked, Duration::from_secs(2));
+    let records = read_topic(
+        &broker.bootstrap,
+        &topic,
+        pusher.ledger.acked(),
+        Duration::from_secs(2),
+    );
     let v = Verdict::new(&pusher.ledger, &records);
     println!(
         "hostile mix ({} hostile requests): {}",

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::stand_in::{Attempt, Pusher, Schedule, Verdict};
+use common::stand_in::{Attempt, Pusher, Schedule};
 use common::*;
 use serde_json::Value;
 
@@ -14,17 +14,6 @@ fn load(prefix: &str, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| withdrawal(&format!("{prefix}-{i}"), &format!("oc_{prefix}_{}", i % 16)))
         .collect()
-}
-
-fn verdict(broker: &str, topic: &str, pusher: &Pusher) -> Verdict {
-    let acked = pusher
-        .ledger
-        .snapshot()
-        .values()
-        .filter(|e| e.acked)
-        .count();
-    let records = read_topic(broker, topic, acked, Duration::from_secs(2));
-    Verdict::new(&pusher.ledger, &records)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,10 +28,7 @@ async fn sigterm_under_load_answers_every_accepted_request_and_loses_nothing() {
     ];
     let first = Bridge::start(&broker.bootstrap, &topic, &env);
     let pusher = Pusher::new(first.url("/webhook/event"), Schedule::compressed());
-    let run = {
-        let p = pusher.clone();
-        tokio::spawn(async move { p.run(load("st", 300), 16, Duration::from_millis(5)).await })
-    };
+    let run = pusher.spawn_run(load("st", 300), 16, Duration::from_millis(5));
 
     tokio::time::sleep(Duration::from_millis(800)).await;
     let logs = first.logs.clone();
@@ -66,7 +52,7 @@ async fn sigterm_under_load_answers_every_accepted_request_and_loses_nothing() {
         .ledger
         .count(|a| matches!(a, Attempt::Broken(_) | Attempt::TimedOut));
     let refused = pusher.ledger.count(|a| *a == Attempt::Refused);
-    let v = verdict(&broker.bootstrap, &topic, &pusher);
+    let v = pusher.ledger.verdict(&broker.bootstrap, &topic);
     println!("SIGTERM under load: {} ; exited 0 in {took:?}; {refused} attempts refused while down; {broken} broken", v.summary());
     assert_eq!(
         broken,
@@ -92,16 +78,13 @@ async fn kill_9_under_load_then_restart_loses_nothing_and_reports_duplicates() {
     let env = [("BRIDGE_LISTEN", listen.as_str())];
     let first = Bridge::start(&broker.bootstrap, &topic, &env);
     let pusher = Pusher::new(first.url("/webhook/event"), Schedule::compressed());
-    let run = {
-        let p = pusher.clone();
-        tokio::spawn(async move { p.run(load("k9", 300), 16, Duration::from_millis(5)).await })
-    };
+    let run = pusher.spawn_run(load("k9", 300), 16, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(800)).await;
     drop(first); // SIGKILL
     let second = Bridge::start(&broker.bootstrap, &topic, &env);
     run.await.unwrap();
 
-    let v = verdict(&broker.bootstrap, &topic, &pusher);
+    let v = pusher.ledger.verdict(&broker.bootstrap, &topic);
     let extra: usize = v.duplicated.iter().map(|(_, n)| n - 1).sum();
     println!(
         "kill -9 under load, then restart: {} ; duplicate records caused by the restart: {extra} (over {} event_ids)",
@@ -141,7 +124,7 @@ async fn kafka_unreachable_at_start_then_ready_when_it_appears() {
     let mut events = load("late", 20);
     events[0] = early;
     retrying.run(events, 4, Duration::ZERO).await;
-    let v = verdict(&broker.bootstrap, &topic, &retrying);
+    let v = retrying.ledger.verdict(&broker.bootstrap, &topic);
     println!("kafka appeared after start-up: {}", v.summary());
     v.assert_exactly_once();
     assert_eq!(v.acked, 20);

@@ -77,6 +77,22 @@ impl Ledger {
             .collect()
     }
 
+    /// How many event_ids were acknowledged.
+    pub fn acked(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.acked)
+            .count()
+    }
+
+    /// Reads `topic` back (blocking) and compares it with the ledger.
+    pub fn verdict(&self, bootstrap: &str, topic: &str) -> Verdict {
+        let records = super::read_topic(bootstrap, topic, self.acked(), Duration::from_secs(2));
+        Verdict::new(self, &records)
+    }
+
     pub fn count(&self, pred: impl Fn(&Attempt) -> bool) -> usize {
         self.attempts().iter().filter(|(a, _)| pred(a)).count()
     }
@@ -158,6 +174,17 @@ impl Pusher {
             }
         }
         false
+    }
+
+    /// [`Pusher::run`] on a task of its own, for scenarios that break things meanwhile.
+    pub fn spawn_run(
+        &self,
+        events: Vec<Value>,
+        concurrency: usize,
+        spacing: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move { me.run(events, concurrency, spacing).await })
     }
 
     /// Delivers `events` with at most `concurrency` in flight, starting one
