@@ -137,6 +137,9 @@ impl Metrics {
         for d in ["record", "dead_letter"] {
             publish_duration.with_label_values(&[d]);
         }
+        for kind in ["queue_full", "retriable", "permanent", "client", "canceled"] {
+            delivery_errors.with_label_values(&[kind]);
+        }
         Metrics {
             registry,
             requests,

@@ -3,7 +3,10 @@
 # Installs what the tests need, idempotently, then runs the whole suite:
 #   - Debian packages that the Kafka client's build needs (librdkafka is built from source);
 #   - tansu 0.6.0, a Kafka-protocol broker the integration tests start over TCP;
-#   - Python's `cryptography`, which made the independent crypto test vectors.
+#   - Prometheus (promtool and the server) from Debian, for the alerting rules
+#     and the scrape test;
+#   - Python tools (tests/requirements.txt): `cryptography`, which made the
+#     independent crypto test vectors, and the manifest and chart validators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +16,7 @@ export TANSU_BIN="$TANSU_ROOT/bin/tansu"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(build-essential pkg-config cmake libssl-dev zlib1g-dev libsasl2-dev)
+apt_packages=(build-essential pkg-config cmake libssl-dev zlib1g-dev libsasl2-dev prometheus)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,8 +34,11 @@ if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
 fi
 "$TANSU_BIN" --version
 
-python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r tests/requirements.txt
 # The committed vectors must be exactly what the independent implementation produces.
 python3 tests/vectors/gen.py --check
+
+# Kubernetes manifests, Helm chart values, dashboard and alerting rules.
+python3 -m pytest -q tests/deploy
 
 cargo test --locked
