@@ -1,0 +1,314 @@
+//! Load generator for the benchmark (tests/bench/run.sh): sends unique,
+//! signed and encrypted withdrawal events at a fixed concurrency, each
+//! worker on its own keep-alive HTTP/1 connection. Payloads are generated
+//! and encrypted before the clock starts, so the generator's own crypto is
+//! not measured. Afterwards it reads the topic back and checks that every
+//! acknowledged event is there exactly once: a run that loses or duplicates
+//! data is reported as invalid, not as a result.
+//!
+//! Prints one JSON object on stdout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use feishu_kafka_bridge::protocol::EncryptKey;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// host:port of the system under test.
+    #[arg(long)]
+    addr: String,
+    #[arg(long, default_value = "/webhook/event")]
+    path: String,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Requests to send in all (including duplicates).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Users per event (1 or 50 in the sweeps).
+    #[arg(long, default_value_t = 1)]
+    users: usize,
+    /// Share of requests that repeat an earlier event_id (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    dup_rate: f64,
+    #[arg(long, default_value = "bench-encrypt-key")]
+    encrypt_key: String,
+    #[arg(long, default_value = "bench-verification-token")]
+    token: String,
+    /// Prefix of the event_ids, unique per run.
+    #[arg(long)]
+    run_id: String,
+    /// Kafka bootstrap and topic to verify against; no verification when absent.
+    #[arg(long)]
+    brokers: Option<String>,
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Stop after this many seconds even if requests remain (0: no limit).
+    #[arg(long, default_value_t = 0.0)]
+    seconds: f64,
+    /// Requests to send before measuring (not counted).
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+}
+
+struct Prepared {
+    event_id: String,
+    body: Bytes,
+    ts: String,
+    nonce: String,
+    sig: String,
+}
+
+fn envelope(event_id: &str, chat: usize, users: usize, token: &str) -> Value {
+    let users: Vec<Value> = (0..users)
+        .map(|u| json!({"name": format!("用户 {u} 🎉"), "tenant_key": "3774yuu3743",
+            "user_id": {"union_id": format!("on_{u:030}"), "user_id": format!("u{u:07}"), "open_id": format!("ou_{u:031}")}}))
+        .collect();
+    json!({"schema": "2.0",
+        "header": {"event_id": event_id, "event_type": "im.chat.member.user.withdrawn_v1", "create_time": "1608725989000",
+                   "token": token, "app_id": "cli_9f5343c580712544", "tenant_key": "2ca1d211f64f6438"},
+        "event": {"chat_id": format!("oc_{chat:032x}"),
+                  "operator_id": {"union_id": "on_8ed6aa67826108097d9ee143816345", "user_id": "e33ggbyz", "open_id": "ou_84aad35d084aa403a838cf73ee18467"},
+                  "external": false, "operator_tenant_key": "879dsyud8", "users": users,
+                  "name": "群名称测试", "i18n_names": {"zh_cn": "群聊", "en_us": "group chat", "ja_jp": "グループチャット"}}})
+}
+
+fn prepare(args: &Args, n: usize, tag: &str) -> Vec<Prepared> {
+    let key = EncryptKey::new(&args.encrypt_key);
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
+    let mut out: Vec<Prepared> = Vec::with_capacity(n);
+    for i in 0..n {
+        // A duplicate repeats an earlier event_id (re-encrypted, as Feishu's
+        // re-deliveries are); the rest are new.
+        let dup = i > 0 && rand::random::<f64>() < args.dup_rate;
+        let event_id = if dup {
+            out[rand::random_range(0..i)].event_id.clone()
+        } else {
+            format!("{}-{tag}-{i}", args.run_id)
+        };
+        let env = envelope(&event_id, i % 1024, args.users, &args.token);
+        let body =
+            json!({"encrypt": key.encrypt(env.to_string().as_bytes(), rand::random())}).to_string();
+        let nonce = format!("n{i}");
+        let sig = key.sign(&ts, &nonce, body.as_bytes());
+        out.push(Prepared {
+            event_id,
+            body: Bytes::from(body),
+            ts: ts.clone(),
+            nonce,
+            sig,
+        });
+    }
+    out
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    latencies_us: Vec<u32>,
+    statuses: HashMap<u16, usize>,
+    acked: Vec<String>,
+    errors: usize,
+}
+
+async fn connect(addr: &str) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+async fn worker(
+    args: Arc<Args>,
+    work: Arc<Vec<Prepared>>,
+    next: Arc<AtomicUsize>,
+    stop_at: Option<Instant>,
+) -> WorkerResult {
+    let mut res = WorkerResult::default();
+    let mut sender = None;
+    loop {
+        if stop_at.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(p) = work.get(i) else { break };
+        // A server may close a connection after any response (gunicorn's
+        // sync workers do after every one): reconnect and send the same
+        // request again, once, rather than count the closed connection.
+        let mut sent = false;
+        for _ in 0..2 {
+            if sender.is_none() {
+                sender = connect(&args.addr).await;
+            }
+            let Some(s) = sender.as_mut() else { break };
+            let req = hyper::Request::post(&args.path)
+                .header("host", &args.addr)
+                .header("content-type", "application/json")
+                .header("x-lark-request-timestamp", &p.ts)
+                .header("x-lark-request-nonce", &p.nonce)
+                .header("x-lark-signature", &p.sig)
+                .body(Full::new(p.body.clone()))
+                .expect("request");
+            let started = Instant::now();
+            match s.send_request(req).await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let _ = resp.into_body().collect().await;
+                    res.latencies_us
+                        .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    *res.statuses.entry(status).or_default() += 1;
+                    if status == 200 {
+                        res.acked.push(p.event_id.clone());
+                    }
+                    sent = true;
+                    break;
+                }
+                Err(_) => sender = None,
+            }
+        }
+        if !sent {
+            res.errors += 1;
+        }
+    }
+    res
+}
+
+async fn run(args: Arc<Args>, work: Vec<Prepared>) -> (WorkerResult, Duration) {
+    let work = Arc::new(work);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let stop_at = (args.seconds > 0.0).then(|| started + Duration::from_secs_f64(args.seconds));
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|_| tokio::spawn(worker(args.clone(), work.clone(), next.clone(), stop_at)))
+        .collect();
+    let mut all = WorkerResult::default();
+    for t in tasks {
+        let r = t.await.expect("worker");
+        all.latencies_us.extend(r.latencies_us);
+        for (k, v) in r.statuses {
+            *all.statuses.entry(k).or_default() += v;
+        }
+        all.acked.extend(r.acked);
+        all.errors += r.errors;
+    }
+    (all, started.elapsed())
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Reads the topic back; returns records per event_id of this run.
+fn read_back(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    run_id: &str,
+    expect: usize,
+) -> HashMap<String, usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-{run_id}"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut seen = 0usize;
+    let give_up = Instant::now() + Duration::from_secs(120);
+    let mut quiet_since = Instant::now();
+    let prefix = format!("{run_id}-");
+    while Instant::now() < give_up {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                quiet_since = Instant::now();
+                let v: Value =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null);
+                // Peers publish the envelope's event_id under different shapes.
+                let id = v["event_id"]
+                    .as_str()
+                    .or(v["header"]["event_id"].as_str())
+                    .unwrap_or_default();
+                if id.starts_with(&prefix) {
+                    *counts.entry(id.to_owned()).or_default() += 1;
+                    seen += 1;
+                }
+            }
+            Some(Err(_)) => {}
+            None if seen >= expect && quiet_since.elapsed() > Duration::from_secs(2) => break,
+            None => {}
+        }
+    }
+    counts
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Arc::new(Args::parse());
+    if args.warmup > 0 {
+        let warm = prepare(&args, args.warmup, "warmup");
+        let _ = run(args.clone(), warm).await;
+    }
+    let work = prepare(&args, args.requests, "m");
+    let unique: std::collections::HashSet<&str> =
+        work.iter().map(|p| p.event_id.as_str()).collect();
+    let unique = unique.len();
+    let (res, took) = run(args.clone(), work).await;
+    let sent: usize = res.statuses.values().sum::<usize>() + res.errors;
+    let mut lat = res.latencies_us.clone();
+    lat.sort_unstable();
+    let ok = res.statuses.get(&200).copied().unwrap_or(0);
+    let mut report = json!({
+        "concurrency": args.concurrency, "users": args.users, "dup_rate": args.dup_rate,
+        "requests": sent, "unique_events_prepared": unique, "seconds": took.as_secs_f64(),
+        "throughput_rps": ok as f64 / took.as_secs_f64(),
+        "p50_ms": percentile(&lat, 0.50), "p99_ms": percentile(&lat, 0.99), "p999_ms": percentile(&lat, 0.999),
+        "statuses": res.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "transport_errors": res.errors,
+    });
+    if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
+        let acked: std::collections::HashSet<&String> = res.acked.iter().collect();
+        let counts = read_back(
+            brokers,
+            topic,
+            args.partitions,
+            &format!("{}-m", args.run_id),
+            acked.len(),
+        );
+        let lost = acked
+            .iter()
+            .filter(|id| !counts.contains_key(id.as_str()))
+            .count();
+        let duplicated = counts.values().filter(|&&n| n > 1).count();
+        report["verified"] = json!({"acked_events": acked.len(), "records": counts.values().sum::<usize>(), "lost": lost, "duplicated": duplicated, "valid": lost == 0 && duplicated == 0});
+    }
+    println!("{report}");
+}

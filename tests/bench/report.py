@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Turns tests/bench/results/results.jsonl into tests/bench/BENCHMARKS.md
+(medians over runs, ratios from the same run) and throughput.png."""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NAMES = {"bridge": "feishu-kafka-bridge (release)", "python": "Python SDK (lark-oapi + confluent-kafka, gunicorn)",
+         "node": "Node SDK (node-sdk + kafkajs)", "bare": "bare Rust HTTP server (ceiling)"}
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return "?"
+
+
+def machine():
+    mem = sh("free -g | awk '/Mem/ {print $2}'")
+    rustc = sh("rustc --version | cut -d' ' -f2")
+    return (f"Machine: {platform.machine()}, {os.cpu_count()} cores, {mem} GiB; {sh('uname -sr')}; rustc {rustc}; "
+            f"Python {platform.python_version()}; Node {sh('node --version')}; tansu 0.6.0; lark-oapi 1.7.5, "
+            "confluent-kafka 2.16.1, gunicorn 27.0.1; @larksuiteoapi/node-sdk 1.74.0, kafkajs 2.2.4 (not idempotent: "
+            "tansu 0.6.0 fails its InitProducerId v1). The load generator, the broker and the system under test share "
+            "the same cores.")
+
+
+def main(path):
+    MACHINE = machine()
+    rows, memory = [], None
+    for line in open(path):
+        d = json.loads(line)
+        if "memory" in d:
+            memory = d["memory"]
+        else:
+            rows.append(d)
+    groups = defaultdict(list)
+    for d in rows:
+        r = d["result"]
+        groups[(d["system"], r["users"], r["dup_rate"], r["concurrency"])].append(d)
+
+    def med(key, items, f=lambda r: r):
+        return statistics.median(f(i["result"])[key] if key in f(i["result"]) else 0 for i in items)
+
+    out = ["# Benchmarks", "",
+           "Produced by `bash tests/bench/run.sh` (see README.md, Benchmarks). Same machine, same tansu broker, same",
+           "pre-generated signed and encrypted payloads for every system; figures are medians over runs.", "",
+           MACHINE, "",
+           "| system | users | dup | concurrency | runs | rps | p50 ms | p99 ms | p99.9 ms | non-200 | lost | dup records |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (sys_, users, dup, c), items in sorted(groups.items(), key=lambda kv: (list(NAMES).index(kv[0][0]), kv[0][1], kv[0][2], kv[0][3])):
+        non200 = statistics.median(sum(v for k, v in i["result"]["statuses"].items() if k != "200") + i["result"]["transport_errors"] for i in items)
+        lost = max(i["result"].get("verified", {}).get("lost", 0) for i in items) if sys_ != "bare" else "-"
+        dups = max(i["result"].get("verified", {}).get("duplicated", 0) for i in items) if sys_ != "bare" else "-"
+        out.append(f"| {sys_} | {users} | {dup:g} | {c} | {len(items)} | {med('throughput_rps', items):,.0f} | {med('p50_ms', items):.2f} | "
+                   f"{med('p99_ms', items):.2f} | {med('p999_ms', items):.2f} | {non200:g} | {lost} | {dups} |")
+    out.append("")
+    # Ratios at each system's best concurrency (users=1, dup=0).
+    best = {}
+    for (sys_, users, dup, c), items in groups.items():
+        if users == 1 and dup == 0:
+            rps = med("throughput_rps", items)
+            if rps > best.get(sys_, (0, 0))[0]:
+                best[sys_] = (rps, c)
+    if "bridge" in best:
+        b = best["bridge"][0]
+        out.append("Peak throughput (1 user, no duplicates), at each system's best concurrency:")
+        out.append("")
+        for s, (rps, c) in sorted(best.items(), key=lambda kv: -kv[1][0]):
+            ratio = f"bridge = {b / rps:.1f}×" if s != "bridge" and s != "bare" else ("bridge = " + f"{b / rps:.0%} of it" if s == "bare" else "")
+            out.append(f"* {NAMES.get(s, s)}: {rps:,.0f} rps at concurrency {c} {('— ' + ratio) if ratio else ''}")
+        out.append("")
+    if memory:
+        out.append(f"Memory (bridge): idle {memory['idle_rss_kib'] / 1024:.1f} MiB; with {memory['dedup_entries']:,} remembered "
+                   f"event_ids {memory['rss_with_ids_kib'] / 1024:.1f} MiB "
+                   f"(≈ {(memory['rss_with_ids_kib'] - memory['idle_rss_kib']) * 1024 / max(memory['dedup_entries'], 1):.0f} bytes per id).")
+        out.append("")
+    loads = [d for d in rows if d["system"] == "bridge"]
+    if loads:
+        out.append(f"Bridge RSS under load: up to {max(d['load_rss_kib'] for d in loads) / 1024:.1f} MiB.")
+        out.append("")
+    with open(os.path.join(HERE, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(out))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for s in NAMES:
+            pts = sorted((c, med("throughput_rps", items)) for (sys_, u, d, c), items in groups.items() if sys_ == s and u == 1 and d == 0)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=NAMES[s])
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("acknowledged requests / s")
+        ax.set_title("Throughput vs concurrency (1 user, no duplicates)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(os.path.join(HERE, "throughput.png"), dpi=110)
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results", "results.jsonl"))

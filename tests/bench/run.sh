@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Benchmark: this service against what users would otherwise run, in one run
+# on one machine, against the same real broker (tansu) with the same
+# pre-generated, signed and encrypted payloads.
+#
+#   bash tests/bench/run.sh                 # full sweep, 3 runs each (long)
+#   bash tests/bench/run.sh --quick         # 1 run, 1 user, 0% duplicates
+#   bash tests/bench/run.sh --smoke         # seconds: bridge + ceiling only (CI)
+#   options: --runs N --seconds S --systems "bridge bare python node" --concurrency "1 16 64 256"
+#
+# Writes tests/bench/results/results.jsonl, then tests/bench/BENCHMARKS.md and
+# tests/bench/throughput.png (tests/bench/report.py).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+RUNS=3 SECONDS_PER=5 SYSTEMS="bridge bare python node" CONC="1 16 64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 REPORT=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" USERS="1" DUPS="0.2" MEMORY=0 REPORT=0 ;;
+    --quick) RUNS=1 USERS="1" DUPS="0" ;;
+    --runs) RUNS=$2; shift ;;
+    --seconds) SECONDS_PER=$2; shift ;;
+    --systems) SYSTEMS=$2; shift ;;
+    --concurrency) CONC=$2; shift ;;
+    --no-memory) MEMORY=0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
+[ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
+KEY=bench-encrypt-key TOKEN=bench-verification-token
+RESULTS=$ROOT/tests/bench/results
+mkdir -p "$RESULTS"
+OUT=$RESULTS/results.jsonl
+: > "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; return 1; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+echo "== building (release)"
+cargo build --release --locked --features bench --bins 2>&1 | tail -n 1
+BIN=$ROOT/target/release
+
+echo "== starting tansu"
+KPORT=$(free_port)
+"$TANSU" broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" >"$WORK/tansu.log" 2>&1 &
+PIDS+=($!)
+wait_port "$KPORT"
+BROKERS=127.0.0.1:$KPORT
+
+start_system() { # name port topic -> pid of the server
+  local name=$1 port=$2 topic=$3
+  case "$name" in
+    bridge)
+      BRIDGE_LISTEN=127.0.0.1:$port KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY \
+        FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_CAPACITY=${DEDUP_CAPACITY:-1000000} \
+        "$BIN/feishu-kafka-bridge" >"$WORK/$name.log" 2>&1 & ;;
+    bare)
+      BRIDGE_LISTEN=127.0.0.1:$port "$BIN/feishu-bench-bare" >"$WORK/$name.log" 2>&1 & ;;
+    python)
+      KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN \
+        "$VENV/bin/gunicorn" -w "$(nproc)" -b "127.0.0.1:$port" --chdir tests/bench/peers --log-level warning \
+        python_bridge:app >"$WORK/$name.log" 2>&1 & ;;
+    node)
+      PORT=$port KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN \
+        node tests/bench/peers/node_bridge.js >"$WORK/$name.log" 2>&1 & ;;
+  esac
+  echo $!
+}
+
+for sys in $SYSTEMS; do
+  case "$sys" in
+    python)
+      VENV=${BENCH_VENV:-/tmp/feishu-bench-venv}
+      [ -x "$VENV/bin/gunicorn" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -r tests/bench/peers/requirements.txt; } ;;
+    node)
+      [ -d tests/bench/peers/node_modules ] || (cd tests/bench/peers && npm ci --no-audit --no-fund >/dev/null) ;;
+  esac
+  topic=bench.$sys
+  [ "$sys" = bare ] || "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$topic" >/dev/null
+  port=$(free_port)
+  pid=$(start_system "$sys" "$port" "$topic")
+  PIDS+=("$pid")
+  wait_port "$port"
+  sleep 1
+  idle=$(rss_kib "$pid")
+  echo "== $sys (pid $pid, idle RSS ${idle} KiB)"
+  verify=(--brokers "$BROKERS" --topic "$topic")
+  [ "$sys" = bare ] && verify=()
+  for users in $USERS; do for dup in $DUPS; do for c in $CONC; do for run in $(seq 1 "$RUNS"); do
+    rid="$sys-u$users-d$dup-c$c-r$run-$RANDOM"
+    line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency "$c" --requests 400000 --seconds "$SECONDS_PER" \
+      --users "$users" --dup-rate "$dup" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}" &
+      lp=$!; sleep "$(python3 -c "print($SECONDS_PER/2+0.5)")"; echo "RSS $(rss_kib "$pid")" >"$WORK/rss"; wait $lp)
+    load_rss=$(awk '{print $2}' "$WORK/rss")
+    echo "{\"system\":\"$sys\",\"run\":$run,\"idle_rss_kib\":$idle,\"load_rss_kib\":${load_rss:-0},\"result\":$line}" >>"$OUT"
+    python3 -c "import json,sys; r=json.loads(sys.argv[1]); v=r.get('verified',{}); print(f\"  users={r['users']} dup={r['dup_rate']} c={r['concurrency']:>3}: {r['throughput_rps']:9.0f} rps  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  statuses {r['statuses']}  lost {v.get('lost','-')} dup-records {v.get('duplicated','-')}\")" "$line"
+    if [ "$sys" = bridge ]; then
+      # A benchmark that loses or duplicates data is not a result.
+      python3 -c "import json,sys; v=json.loads(sys.argv[1])['verified']; sys.exit(0 if v['valid'] and v['acked_events'] > 0 else 1)" "$line" \
+        || { echo "bench: the bridge lost or duplicated records in $rid" >&2; exit 1; }
+    fi
+  done; done; done; done
+  if [ "$sys" = bridge ] && [ "$MEMORY" = 1 ]; then
+    echo "== bridge memory with 1,000,000 remembered event_ids"
+    "$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency 64 --requests 1000000 --warmup 0 \
+      --encrypt-key "$KEY" --token "$TOKEN" --run-id "mem-$RANDOM" >"$WORK/mem.json"
+    sleep 2
+    full=$(rss_kib "$pid")
+    entries=$(curl -s "127.0.0.1:$port/metrics" | awk '/^feishu_bridge_dedup_entries/ {print $2}')
+    echo "{\"system\":\"bridge\",\"memory\":{\"idle_rss_kib\":$idle,\"rss_with_ids_kib\":$full,\"dedup_entries\":$entries}}" >>"$OUT"
+    echo "  RSS idle ${idle} KiB, with ${entries} ids ${full} KiB"
+  fi
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+done
+
+if [ "$REPORT" = 1 ]; then
+  VENV=${BENCH_VENV:-/tmp/feishu-bench-venv}
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -r tests/bench/requirements.txt
+  "$VENV/bin/python" tests/bench/report.py "$OUT"
+fi
+echo "bench: done ($(grep -c '"result"' "$OUT") measurements in $OUT)"
