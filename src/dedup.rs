@@ -2,19 +2,26 @@
 //! right now, so that Feishu's retries and double deliveries reach Kafka at
 //! most once while an id is remembered.
 //!
-//! An id enters the cache when its first copy starts publishing (state
-//! *in flight*). Later copies wait on that state instead of publishing. The
-//! owner settles it: on Kafka's ack the id becomes *published* and its TTL
-//! restarts; on failure it is removed so that the next retry publishes.
-//! Because the owner settles from a detached task, an id whose request
-//! timed out stays in flight until Kafka decides, which is what makes a
-//! late ack turn Feishu's next retry into a duplicate.
+//! An id is *in flight* from the moment its first copy starts publishing:
+//! later copies wait on its outcome instead of publishing. The owner settles
+//! it: on Kafka's ack the id moves to the *published* cache, remembered for
+//! the TTL from then on; on failure it is forgotten so that the next retry
+//! publishes. Because the owner settles from a detached task, an id whose
+//! request timed out stays in flight until Kafka decides, which is what makes
+//! a late ack turn Feishu's next retry into a duplicate.
+//!
+//! Memory: ids are kept as 128-bit keyed hashes, and published ids live in a
+//! `quick_cache` (S3-FIFO eviction, a few words per entry) bounded by the
+//! capacity; expiry is checked when an id is looked up, and expired entries
+//! are evicted like any other. In-flight ids sit in a small map whose size
+//! is bounded by the requests in progress.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
 use tokio::sync::watch;
 
 /// Outcome of the first copy of an event_id, as seen by later copies.
@@ -24,11 +31,7 @@ pub enum Settled {
     Failed,
 }
 
-#[derive(Clone)]
-enum Entry {
-    InFlight(Arc<watch::Sender<Option<Settled>>>),
-    Published,
-}
+type Slot = Arc<watch::Sender<Option<Settled>>>;
 
 /// Result of [`Dedup::claim`].
 pub enum Claim {
@@ -40,105 +43,121 @@ pub enum Claim {
     Published,
 }
 
+struct Inner {
+    /// Published ids → the second (since `epoch`) at which they expire.
+    published: quick_cache::sync::Cache<u128, u32>,
+    in_flight: Mutex<HashMap<u128, Slot>>,
+    /// Two independent keys: a 128-bit hash makes an accidental collision
+    /// (which would drop an event as a "duplicate") negligible.
+    hashers: (RandomState, RandomState),
+    epoch: Instant,
+    ttl_secs: u32,
+}
+
 #[derive(Clone)]
 pub struct Dedup {
-    cache: Cache<String, Entry>,
+    inner: Arc<Inner>,
 }
 
 impl Dedup {
     pub fn new(ttl: Duration, capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         Dedup {
-            cache: Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            inner: Arc::new(Inner {
+                published: quick_cache::sync::Cache::new(capacity),
+                in_flight: Mutex::new(HashMap::new()),
+                hashers: (RandomState::new(), RandomState::new()),
+                epoch: Instant::now(),
+                ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+            }),
         }
     }
 
     /// Atomically claims `event_id`: exactly one concurrent caller becomes the owner.
-    pub async fn claim(&self, event_id: &str) -> Claim {
-        let (tx, _) = watch::channel(None);
-        let tx = Arc::new(tx);
-        let candidate = tx.clone();
-        let result = self
-            .cache
-            .entry_by_ref(event_id)
-            .and_compute_with(move |existing| {
-                let op = match existing.map(|e| e.into_value()) {
-                    Some(Entry::Published) => Op::Nop,
-                    Some(Entry::InFlight(other)) if other.borrow().is_none() => Op::Nop,
-                    // Absent, or a failed owner that has not removed itself yet.
-                    _ => Op::Put(Entry::InFlight(candidate)),
-                };
-                std::future::ready(op)
-            })
-            .await;
-        match result {
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_) => Claim::Owner(Owner {
-                cache: self.cache.clone(),
-                event_id: event_id.to_owned(),
-                tx,
-                settled: false,
-            }),
-            CompResult::Unchanged(entry) => match entry.into_value() {
-                Entry::Published => Claim::Published,
-                Entry::InFlight(other) => Claim::InFlight(other.subscribe()),
-            },
-            // Op::Remove is never returned above; treat anything else as
-            // "someone else owns it" rather than risk a double publish.
-            CompResult::Removed(_) | CompResult::StillNone(_) => Claim::Published,
+    pub fn claim(&self, event_id: &str) -> Claim {
+        let key = self.inner.key(event_id);
+        let mut in_flight = self.inner.lock();
+        if let Some(slot) = in_flight.get(&key) {
+            if slot.borrow().is_none() {
+                return Claim::InFlight(slot.subscribe());
+            }
+            // A failed owner that has not removed itself yet: replace it.
         }
+        if self.inner.is_published(key) {
+            return Claim::Published;
+        }
+        let (tx, _) = watch::channel(None);
+        let slot: Slot = Arc::new(tx);
+        in_flight.insert(key, slot.clone());
+        Claim::Owner(Owner {
+            dedup: self.clone(),
+            key,
+            slot,
+            settled: false,
+        })
     }
 
-    /// Approximate number of remembered ids (in flight or published).
+    /// Ids remembered (published, possibly expired but not yet evicted) or in flight.
     pub fn len(&self) -> u64 {
-        self.cache.entry_count()
+        (self.inner.published.len() + self.inner.lock().len()) as u64
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// Runs the cache's pending evictions so that [`Dedup::len`] is current.
-    pub async fn sync(&self) {
-        self.cache.run_pending_tasks().await;
+impl Inner {
+    fn key(&self, event_id: &str) -> u128 {
+        let hi = self.hashers.0.hash_one(event_id) as u128;
+        let lo = self.hashers.1.hash_one(event_id) as u128;
+        (hi << 64) | lo
+    }
+
+    fn now_secs(&self) -> u32 {
+        u32::try_from(self.epoch.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn is_published(&self, key: u128) -> bool {
+        self.published
+            .get(&key)
+            .is_some_and(|expires| expires > self.now_secs())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u128, Slot>> {
+        // Nothing panics while holding the lock; if something ever did, the
+        // map is still consistent, so keep using it.
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends `slot`'s ownership of `key`, recording a publish first so that
+    /// no claim can find the id neither in flight nor published.
+    fn release(&self, key: u128, slot: &Slot, outcome: Settled) {
+        let mut in_flight = self.lock();
+        if outcome == Settled::Published {
+            self.published
+                .insert(key, self.now_secs().saturating_add(self.ttl_secs));
+        }
+        if in_flight.get(&key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            in_flight.remove(&key);
+        }
+        drop(in_flight);
+        slot.send_replace(Some(outcome));
     }
 }
 
 /// The right, and the duty, to settle an event_id.
 pub struct Owner {
-    cache: Cache<String, Entry>,
-    event_id: String,
-    tx: Arc<watch::Sender<Option<Settled>>>,
+    dedup: Dedup,
+    key: u128,
+    slot: Slot,
     settled: bool,
 }
 
 impl Owner {
-    pub async fn settle(mut self, outcome: Settled) {
+    pub fn settle(mut self, outcome: Settled) {
         self.settled = true;
-        let tx = self.tx.clone();
-        let mine = move |e: &Entry| matches!(e, Entry::InFlight(t) if Arc::ptr_eq(t, &tx));
-        let next = match outcome {
-            Settled::Published => Some(Entry::Published),
-            Settled::Failed => None,
-        };
-        // Only touch the entry if it is still ours: it may have been evicted
-        // under capacity pressure and re-claimed by a later copy.
-        self.cache
-            .entry_by_ref(self.event_id.as_str())
-            .and_compute_with(|existing| {
-                let op = match (existing, next) {
-                    (Some(e), Some(n)) if mine(e.value()) => Op::Put(n),
-                    (Some(e), None) if mine(e.value()) => Op::Remove,
-                    // Evicted while in flight and not re-claimed: remember the
-                    // publish anyway, it is the cheaper mistake.
-                    (None, Some(n)) => Op::Put(n),
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        self.tx.send_replace(Some(outcome));
+        self.dedup.inner.release(self.key, &self.slot, outcome);
     }
 }
 
@@ -146,9 +165,10 @@ impl Drop for Owner {
     fn drop(&mut self) {
         if !self.settled {
             // The publishing task ended without settling (it panicked or was
-            // cancelled). Waiters must not hang; the stale entry is replaced
-            // by the next claim because its state is Failed.
-            self.tx.send_replace(Some(Settled::Failed));
+            // cancelled): waiters must not hang, and the next copy may publish.
+            self.dedup
+                .inner
+                .release(self.key, &self.slot, Settled::Failed);
         }
     }
 }
@@ -177,44 +197,45 @@ mod tests {
     #[tokio::test]
     async fn first_claim_owns_then_duplicate_after_publish() {
         let d = dedup();
-        let Claim::Owner(owner) = d.claim("e1").await else {
+        let Claim::Owner(owner) = d.claim("e1") else {
             panic!("first claim must own")
         };
-        let Claim::InFlight(rx) = d.claim("e1").await else {
+        let Claim::InFlight(rx) = d.claim("e1") else {
             panic!("second claim must wait")
         };
-        owner.settle(Settled::Published).await;
+        owner.settle(Settled::Published);
         assert_eq!(
             wait(rx, Duration::from_secs(1)).await,
             Some(Settled::Published)
         );
-        assert!(matches!(d.claim("e1").await, Claim::Published));
+        assert!(matches!(d.claim("e1"), Claim::Published));
+        assert!(matches!(d.claim("e1-other"), Claim::Owner(_)));
     }
 
     #[tokio::test]
     async fn failure_releases_the_id() {
         let d = dedup();
-        let Claim::Owner(owner) = d.claim("e2").await else {
+        let Claim::Owner(owner) = d.claim("e2") else {
             panic!()
         };
-        let Claim::InFlight(rx) = d.claim("e2").await else {
+        let Claim::InFlight(rx) = d.claim("e2") else {
             panic!()
         };
-        owner.settle(Settled::Failed).await;
+        owner.settle(Settled::Failed);
         assert_eq!(
             wait(rx, Duration::from_secs(1)).await,
             Some(Settled::Failed)
         );
-        assert!(matches!(d.claim("e2").await, Claim::Owner(_)));
+        assert!(matches!(d.claim("e2"), Claim::Owner(_)));
     }
 
     #[tokio::test]
     async fn dropped_owner_does_not_strand_waiters_or_the_id() {
         let d = dedup();
-        let Claim::Owner(owner) = d.claim("e3").await else {
+        let Claim::Owner(owner) = d.claim("e3") else {
             panic!()
         };
-        let Claim::InFlight(rx) = d.claim("e3").await else {
+        let Claim::InFlight(rx) = d.claim("e3") else {
             panic!()
         };
         drop(owner);
@@ -222,21 +243,21 @@ mod tests {
             wait(rx, Duration::from_secs(1)).await,
             Some(Settled::Failed)
         );
-        assert!(matches!(d.claim("e3").await, Claim::Owner(_)));
+        assert!(matches!(d.claim("e3"), Claim::Owner(_)));
     }
 
     #[tokio::test]
     async fn pending_wait_times_out_and_late_ack_counts() {
         let d = dedup();
-        let Claim::Owner(owner) = d.claim("e4").await else {
+        let Claim::Owner(owner) = d.claim("e4") else {
             panic!()
         };
-        let Claim::InFlight(rx) = d.claim("e4").await else {
+        let Claim::InFlight(rx) = d.claim("e4") else {
             panic!()
         };
         assert_eq!(wait(rx, Duration::from_millis(20)).await, None);
-        owner.settle(Settled::Published).await;
-        assert!(matches!(d.claim("e4").await, Claim::Published));
+        owner.settle(Settled::Published);
+        assert!(matches!(d.claim("e4"), Claim::Published));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +267,7 @@ mod tests {
         for _ in 0..64 {
             let d = d.clone();
             tasks.push(tokio::spawn(async move {
-                match d.claim("same").await {
+                match d.claim("same") {
                     Claim::Owner(o) => Some(o),
                     _ => None,
                 }
@@ -261,15 +282,25 @@ mod tests {
         assert_eq!(owners.len(), 1);
     }
 
-    #[tokio::test]
-    async fn capacity_bounds_entries() {
+    #[test]
+    fn expired_ids_are_forgotten() {
+        let d = Dedup::new(Duration::ZERO, 10);
+        let Claim::Owner(o) = d.claim("e5") else {
+            panic!()
+        };
+        o.settle(Settled::Published);
+        // TTL 0: expired at once, so a retry publishes again.
+        assert!(matches!(d.claim("e5"), Claim::Owner(_)));
+    }
+
+    #[test]
+    fn capacity_bounds_entries() {
         let d = Dedup::new(Duration::from_secs(60), 100);
         for i in 0..1000 {
-            if let Claim::Owner(o) = d.claim(&format!("id-{i}")).await {
-                o.settle(Settled::Published).await;
+            if let Claim::Owner(o) = d.claim(&format!("id-{i}")) {
+                o.settle(Settled::Published);
             }
         }
-        d.sync().await;
         assert!(d.len() <= 100, "len {}", d.len());
     }
 }

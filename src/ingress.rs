@@ -68,7 +68,6 @@ async fn readyz(State(s): State<Arc<Ingress>>) -> Response {
 async fn metrics(State(s): State<Arc<Ingress>>) -> Response {
     // Gauges that are cheap to read are refreshed at scrape time rather
     // than on every request.
-    s.pipeline.dedup().sync().await;
     s.metrics.dedup_entries.set(s.pipeline.dedup().len() as i64);
     s.metrics
         .producer_queue

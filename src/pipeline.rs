@@ -74,7 +74,7 @@ impl Pipeline {
             let (msg, answer) = build(&event, received_at_ms);
             return self.publish(msg, answer, None, deadline).await;
         };
-        match self.dedup.claim(&event_id).await {
+        match self.dedup.claim(&event_id) {
             Claim::Published => Answer::Duplicate,
             Claim::InFlight(rx) => {
                 match dedup::wait(rx, deadline.saturating_duration_since(Instant::now())).await {
@@ -101,7 +101,7 @@ impl Pipeline {
             Ok(d) => d,
             Err(e) => {
                 if let Some(owner) = owner {
-                    owner.settle(Settled::Failed).await;
+                    owner.settle(Settled::Failed);
                 }
                 return Answer::Unavailable(e.into());
             }
@@ -118,7 +118,7 @@ impl Pipeline {
                 } else {
                     Settled::Failed
                 };
-                owner.settle(settled).await;
+                owner.settle(settled);
             }
             let _ = tx.send(result);
         });
