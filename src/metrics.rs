@@ -137,7 +137,7 @@ impl Metrics {
         for d in ["record", "dead_letter"] {
             publish_duration.with_label_values(&[d]);
         }
-        for kind in ["queue_full", "retriable", "permanent", "client", "canceled"] {
+        for kind in crate::sink::PublishError::KINDS {
             delivery_errors.with_label_values(&[kind]);
         }
         Metrics {

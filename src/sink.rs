@@ -53,6 +53,11 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Every value [`PublishError::kind`] returns: the `kind` label of
+    /// `feishu_bridge_kafka_delivery_errors_total`.
+    pub const KINDS: [&'static str; 5] =
+        ["queue_full", "retriable", "permanent", "client", "canceled"];
+
     pub fn kind(&self) -> &'static str {
         match self {
             PublishError::QueueFull => "queue_full",
@@ -270,6 +275,22 @@ mod tests {
                 "librdkafka lacks {f}: {features}"
             );
         }
+    }
+
+    #[test]
+    fn kinds_list_every_kind() {
+        let all = [
+            PublishError::QueueFull,
+            PublishError::Retriable {
+                code: RDKafkaErrorCode::MessageTimedOut,
+            },
+            PublishError::Permanent {
+                code: RDKafkaErrorCode::MessageSizeTooLarge,
+            },
+            PublishError::Client(String::new()),
+            PublishError::Canceled,
+        ];
+        assert_eq!(all.map(|e| e.kind()), PublishError::KINDS);
     }
 
     #[test]

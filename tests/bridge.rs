@@ -102,14 +102,12 @@ async fn per_chat_order_holds_and_chats_land_where_java_would_put_them() {
             for i in 0..per_chat {
                 let env = withdrawal(&format!("{chat}-{i}"), chat);
                 let (body, headers) = feishu.sign(&env);
-                let mut req = feishu
-                    .client
-                    .post(format!("http://{url_bridge}/webhook/event"))
-                    .body(body);
-                for (k, v) in &headers {
-                    req = req.header(*k, v);
-                }
-                assert_eq!(req.send().await.unwrap().status().as_u16(), 200);
+                let url = format!("http://{url_bridge}/webhook/event");
+                let resp = signed_post(&feishu.client, &url, body, &headers)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status().as_u16(), 200);
             }
         }));
     }
@@ -168,11 +166,11 @@ async fn sequential_and_concurrent_duplicates_publish_once() {
         let client = feishu.client.clone();
         let url = bridge.url("/webhook/event");
         tasks.push(tokio::spawn(async move {
-            let mut req = client.post(url).body(body);
-            for (k, v) in &headers {
-                req = req.header(*k, v);
-            }
-            req.send().await.unwrap().status().as_u16()
+            let resp = signed_post(&client, &url, body, &headers)
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
         }));
     }
     for t in tasks {

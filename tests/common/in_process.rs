@@ -76,14 +76,10 @@ impl InProcess {
 
     pub async fn push(&self, feishu: &Feishu, env: &Value) -> (u16, String) {
         let (body, headers) = feishu.sign(env);
-        let mut req = self
-            .http
-            .post(format!("http://{}/webhook/event", self.addr))
-            .body(body);
-        for (k, v) in &headers {
-            req = req.header(*k, v);
-        }
-        let r = req.send().await.unwrap();
+        let r = super::signed_post(&self.http, &self.url(), body, &headers)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 

@@ -318,6 +318,22 @@ mod reqwest {
     }
 }
 
+/// A callback POST with Feishu's headers, as every test sends it.
+pub fn signed_post(
+    client: &::reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    headers: &[(&str, String)],
+) -> ::reqwest::RequestBuilder {
+    headers.iter().fold(
+        client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body),
+        |req, (k, v)| req.header(*k, v),
+    )
+}
+
 /// Plays Feishu's push side: encrypts, signs, posts.
 pub struct Feishu {
     pub key: EncryptKey,
@@ -374,16 +390,11 @@ impl Feishu {
     }
 
     pub async fn post(&self, bridge: &Bridge, body: Vec<u8>, headers: &[(&str, String)]) -> Reply {
-        let mut req = self
-            .client
-            .post(bridge.url("/webhook/event"))
-            .header("content-type", "application/json")
+        let resp = signed_post(&self.client, &bridge.url("/webhook/event"), body, headers)
             .timeout(Duration::from_secs(10))
-            .body(body);
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let resp = req.send().await.expect("bridge answered");
+            .send()
+            .await
+            .expect("bridge answered");
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()

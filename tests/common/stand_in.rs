@@ -133,15 +133,7 @@ impl Pusher {
     pub async fn attempt(&self, id: &str, envelope: &Value) -> Attempt {
         let (body, headers) = self.feishu.sign(envelope);
         let url = self.url.lock().unwrap().clone();
-        let mut req = self
-            .client
-            .post(url)
-            .header("content-type", "application/json")
-            .timeout(FEISHU_TIMEOUT)
-            .body(body);
-        for (k, v) in &headers {
-            req = req.header(*k, v);
-        }
+        let req = super::signed_post(&self.client, &url, body, &headers).timeout(FEISHU_TIMEOUT);
         let started = Instant::now();
         let attempt = match req.send().await {
             Ok(resp) => {
