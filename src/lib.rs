@@ -5,6 +5,7 @@
 //! `main` parses the configuration and calls [`run`]; everything else is
 //! here so that tests and the demo drive the same code.
 
+pub mod allocator;
 pub mod config;
 pub mod dedup;
 pub mod demo;

@@ -4,7 +4,12 @@ use clap::{CommandFactory, Parser};
 use feishu_kafka_bridge::config::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+// Why mimalloc, and its settings: src/allocator.rs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    feishu_kafka_bridge::allocator::tune();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

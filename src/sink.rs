@@ -121,7 +121,10 @@ pub fn client_config(config: &Config) -> ClientConfig {
         // Same partition for a key as the Java client's default partitioner.
         .set("partitioner", "murmur2_random")
         .set("compression.type", "lz4")
-        .set("linger.ms", "5")
+        // 2 ms: twice the throughput of 5 ms up to ~64 requests in flight and
+        // the same peak within noise (tests/bench/BENCHMARKS.md); with 0 each
+        // lone record is its own produce request and the peak dropped.
+        .set("linger.ms", "2")
         // librdkafka's default of 1 GiB would outgrow any sensible pod
         // limit while a broker is stalled; past this the bridge answers 503.
         .set("queue.buffering.max.kbytes", "65536")

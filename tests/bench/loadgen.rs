@@ -1,7 +1,7 @@
 //! Load generator for the benchmark (tests/bench/run.sh): sends unique,
-//! signed and encrypted withdrawal events at a fixed concurrency, each
-//! worker on its own keep-alive HTTP/1 connection. Payloads are generated
-//! and encrypted before the clock starts, so the generator's own crypto is
+//! signed and encrypted withdrawal events at a fixed concurrency or a fixed
+//! rate, each worker on its own keep-alive HTTP/1 connection. Payloads are
+//! generated and encrypted before the clock starts, so the generator's own crypto is
 //! not measured. Afterwards it reads the topic back and checks that every
 //! acknowledged event is there exactly once: a run that loses or duplicates
 //! data is reported as invalid, not as a result.
@@ -61,6 +61,12 @@ struct Args {
     /// Requests to send before measuring (not counted).
     #[arg(long, default_value_t = 200)]
     warmup: usize,
+    /// Send at this fixed rate (requests per second) instead of as fast as
+    /// `concurrency` allows; `concurrency` then caps requests in flight.
+    /// Latency is measured from each request's scheduled time, so a stall
+    /// is charged to every request it delays (no coordinated omission).
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 struct Prepared {
@@ -85,20 +91,37 @@ fn envelope(event_id: &str, chat: usize, users: usize, token: &str) -> Value {
                   "name": "群名称测试", "i18n_names": {"zh_cn": "群聊", "en_us": "group chat", "ja_jp": "グループチャット"}}})
 }
 
+/// Signs and encrypts `n` requests, on every core (it is the slow part of a
+/// run's set-up, not of the measurement).
 fn prepare(args: &Args, n: usize, tag: &str) -> Vec<Prepared> {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let per = n.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..n)
+            .step_by(per)
+            .map(|from| scope.spawn(move || prepare_range(args, from..(from + per).min(n), tag)))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("prepare"))
+            .collect()
+    })
+}
+
+fn prepare_range(args: &Args, range: std::ops::Range<usize>, tag: &str) -> Vec<Prepared> {
     let key = EncryptKey::new(&args.encrypt_key);
     let ts = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs())
     .to_string();
-    let mut out: Vec<Prepared> = Vec::with_capacity(n);
-    for i in 0..n {
-        // A duplicate repeats an earlier event_id (re-encrypted, as Feishu's
-        // re-deliveries are); the rest are new.
-        let dup = i > 0 && rand::random::<f64>() < args.dup_rate;
+    let mut out: Vec<Prepared> = Vec::with_capacity(range.len());
+    for i in range {
+        // A duplicate repeats an earlier event_id of the same range
+        // (re-encrypted, as Feishu's re-deliveries are); the rest are new.
+        let dup = !out.is_empty() && rand::random::<f64>() < args.dup_rate;
         let event_id = if dup {
-            out[rand::random_range(0..i)].event_id.clone()
+            out[rand::random_range(0..out.len())].event_id.clone()
         } else {
             format!("{}-{tag}-{i}", args.run_id)
         };
@@ -140,6 +163,7 @@ async fn worker(
     args: Arc<Args>,
     work: Arc<Vec<Prepared>>,
     next: Arc<AtomicUsize>,
+    started: Instant,
     stop_at: Option<Instant>,
 ) -> WorkerResult {
     let mut res = WorkerResult::default();
@@ -150,6 +174,14 @@ async fn worker(
         }
         let i = next.fetch_add(1, Ordering::Relaxed);
         let Some(p) = work.get(i) else { break };
+        let scheduled = match args.rate {
+            Some(rate) => {
+                let at = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+                Some(at)
+            }
+            None => None,
+        };
         // A server may close a connection after any response (gunicorn's
         // sync workers do after every one): reconnect and send the same
         // request again, once, rather than count the closed connection.
@@ -167,13 +199,13 @@ async fn worker(
                 .header("x-lark-signature", &p.sig)
                 .body(Full::new(p.body.clone()))
                 .expect("request");
-            let started = Instant::now();
+            let sent_at = scheduled.unwrap_or_else(Instant::now);
             match s.send_request(req).await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let _ = resp.into_body().collect().await;
                     res.latencies_us
-                        .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        .push(sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     *res.statuses.entry(status).or_default() += 1;
                     if status == 200 {
                         res.acked.push(p.event_id.clone());
@@ -197,7 +229,15 @@ async fn run(args: Arc<Args>, work: Vec<Prepared>) -> (WorkerResult, Duration) {
     let started = Instant::now();
     let stop_at = (args.seconds > 0.0).then(|| started + Duration::from_secs_f64(args.seconds));
     let tasks: Vec<_> = (0..args.concurrency)
-        .map(|_| tokio::spawn(worker(args.clone(), work.clone(), next.clone(), stop_at)))
+        .map(|_| {
+            tokio::spawn(worker(
+                args.clone(),
+                work.clone(),
+                next.clone(),
+                started,
+                stop_at,
+            ))
+        })
         .collect();
     let mut all = WorkerResult::default();
     for t in tasks {
@@ -220,28 +260,51 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Reads the topic back; returns records per event_id of this run.
-fn read_back(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    run_id: &str,
-    expect: usize,
-) -> HashMap<String, usize> {
-    let consumer: BaseConsumer = ClientConfig::new()
+fn consumer(brokers: &str, run_id: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("bench-{run_id}"))
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .create()
-        .expect("consumer");
+        .expect("consumer")
+}
+
+/// The end offset of each partition before the run: the read-back starts
+/// there, so it costs the same however many runs the topic already holds.
+fn end_offsets(brokers: &str, topic: &str, partitions: i32, run_id: &str) -> Vec<i64> {
+    let c = consumer(brokers, run_id);
+    (0..partitions)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
+
+/// Reads the topic back from `from`; returns records per event_id of this run.
+fn read_back(
+    brokers: &str,
+    topic: &str,
+    from: &[i64],
+    run_id: &str,
+    expect: usize,
+) -> HashMap<String, usize> {
+    let consumer = consumer(brokers, run_id);
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
+    for (p, &offset) in from.iter().enumerate() {
+        tpl.add_partition_offset(topic, p as i32, Offset::Offset(offset))
             .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut first_at: HashMap<String, (i32, i64)> = HashMap::new();
+    // A record is a (partition, offset). Started at an offset inside a
+    // batch, this consumer on tansu sometimes hands out the batch's last
+    // records twice; counting them twice would report a duplicate that is
+    // not in the topic.
+    let mut offsets_seen: std::collections::HashSet<(i32, i64)> = Default::default();
     let mut seen = 0usize;
     let give_up = Instant::now() + Duration::from_secs(120);
     let mut quiet_since = Instant::now();
@@ -257,8 +320,19 @@ fn read_back(
                     .as_str()
                     .or(v["header"]["event_id"].as_str())
                     .unwrap_or_default();
-                if id.starts_with(&prefix) {
-                    *counts.entry(id.to_owned()).or_default() += 1;
+                if id.starts_with(&prefix) && offsets_seen.insert((m.partition(), m.offset())) {
+                    let n = counts.entry(id.to_owned()).or_default();
+                    *n += 1;
+                    let first = *first_at
+                        .entry(id.to_owned())
+                        .or_insert((m.partition(), m.offset()));
+                    if *n > 1 {
+                        eprintln!(
+                            "duplicate record: {id} at partition {} offset {} (first at {first:?})",
+                            m.partition(),
+                            m.offset()
+                        );
+                    }
                     seen += 1;
                 }
             }
@@ -278,6 +352,10 @@ async fn main() {
         let _ = run(args.clone(), warm).await;
     }
     let work = prepare(&args, args.requests, "m");
+    let from = match (&args.brokers, &args.topic) {
+        (Some(b), Some(t)) => end_offsets(b, t, args.partitions, &args.run_id),
+        _ => Vec::new(),
+    };
     let unique: std::collections::HashSet<&str> =
         work.iter().map(|p| p.event_id.as_str()).collect();
     let unique = unique.len();
@@ -287,7 +365,7 @@ async fn main() {
     lat.sort_unstable();
     let ok = res.statuses.get(&200).copied().unwrap_or(0);
     let mut report = json!({
-        "concurrency": args.concurrency, "users": args.users, "dup_rate": args.dup_rate,
+        "concurrency": args.concurrency, "rate": args.rate, "users": args.users, "dup_rate": args.dup_rate,
         "requests": sent, "unique_events_prepared": unique, "seconds": took.as_secs_f64(),
         "throughput_rps": ok as f64 / took.as_secs_f64(),
         "p50_ms": percentile(&lat, 0.50), "p99_ms": percentile(&lat, 0.99), "p999_ms": percentile(&lat, 0.999),
@@ -299,7 +377,7 @@ async fn main() {
         let counts = read_back(
             brokers,
             topic,
-            args.partitions,
+            &from,
             &format!("{}-m", args.run_id),
             acked.len(),
         );

@@ -40,6 +40,8 @@ def main(path):
             memory = d["memory"]
         else:
             rows.append(d)
+    half = [d for d in rows if d.get("half_peak")]
+    rows = [d for d in rows if not d.get("half_peak")]
     groups = defaultdict(list)
     for d in rows:
         r = d["result"]
@@ -76,6 +78,13 @@ def main(path):
             ratio = f"bridge = {b / rps:.1f}×" if s != "bridge" and s != "bare" else ("bridge = " + f"{b / rps:.0%} of it" if s == "bare" else "")
             out.append(f"* {NAMES.get(s, s)}: {rps:,.0f} rps at concurrency {c} {('— ' + ratio) if ratio else ''}")
         out.append("")
+    if half:
+        out.append(f"Bridge at half of its peak ({half[0]['peak_rps']:,} rps), sent at a fixed rate of "
+                   f"{half[0]['result']['rate']:,.0f} rps (latency from each request's scheduled time), {len(half)} runs: "
+                   f"p50 {med('p50_ms', half):.2f} ms, p99 {med('p99_ms', half):.2f} ms, p99.9 {med('p999_ms', half):.2f} ms; "
+                   f"lost {max(d['result']['verified']['lost'] for d in half)}, "
+                   f"duplicated {max(d['result']['verified']['duplicated'] for d in half)}.")
+        out.append("")
     if memory:
         out.append(f"Memory (bridge): idle {memory['idle_rss_kib'] / 1024:.1f} MiB; with {memory['dedup_entries']:,} remembered "
                    f"event_ids {memory['rss_with_ids_kib'] / 1024:.1f} MiB "
@@ -85,6 +94,27 @@ def main(path):
     if loads:
         out.append(f"Bridge RSS under load: up to {max(d['load_rss_kib'] for d in loads) / 1024:.1f} MiB.")
         out.append("")
+    targets = []
+    if "bridge" in best:
+        b = best["bridge"][0]
+        for s_, want in (("python", 20), ("node", 5)):
+            if s_ in best:
+                got = b / best[s_][0]
+                targets.append(f"| throughput vs {NAMES[s_]} | ≥ {want}× | {got:.1f}× | {'met' if got >= want else 'NOT met'} |")
+        if "bare" in best:
+            got = b / best["bare"][0]
+            targets.append(f"| throughput vs the bare ceiling | ≥ 40% | {got:.0%} | {'met' if got >= 0.4 else 'NOT met'} |")
+    if half:
+        got = med("p99_ms", half)
+        targets.append(f"| p99 at half of the peak rate | ≤ 10 ms | {got:.2f} ms | {'met' if got <= 10 else 'NOT met'} |")
+    if memory:
+        got = memory["rss_with_ids_kib"] / 1024
+        targets.append(f"| RSS with 1,000,000 remembered ids | ≤ 128 MiB | {got:.1f} MiB | {'met' if got <= 128 else 'NOT met'} |")
+    if targets:
+        at = next(i for i, line in enumerate(out) if line.startswith("| system |"))
+        out[at:at] = [
+            "## Targets (medians)", "", "| target | wanted | measured | |", "|---|---|---|---|", *targets, "",
+            "## All runs", ""]
     with open(os.path.join(HERE, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(out))
     try:

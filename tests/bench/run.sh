@@ -14,10 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-RUNS=3 SECONDS_PER=5 SYSTEMS="bridge bare python node" CONC="1 16 64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 REPORT=1
+RUNS=3 SECONDS_PER=5 SYSTEMS="bridge bare python node" CONC="1 16 64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" USERS="1" DUPS="0.2" MEMORY=0 REPORT=0 ;;
+    --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" USERS="1" DUPS="0.2" MEMORY=0 HALF=0 REPORT=0 ;;
     --quick) RUNS=1 USERS="1" DUPS="0" ;;
     --runs) RUNS=$2; shift ;;
     --seconds) SECONDS_PER=$2; shift ;;
@@ -60,7 +60,8 @@ start_system() { # name port topic -> pid of the server
   local name=$1 port=$2 topic=$3
   case "$name" in
     bridge)
-      BRIDGE_LISTEN=127.0.0.1:$port KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY \
+      # The allocator settings of deploy/Dockerfile.
+      MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$port KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY \
         FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_CAPACITY=${DEDUP_CAPACITY:-1000000} \
         "$BIN/feishu-kafka-bridge" >"$WORK/$name.log" 2>&1 & ;;
     bare)
@@ -74,6 +75,14 @@ start_system() { # name port topic -> pid of the server
         node tests/bench/peers/node_bridge.js >"$WORK/$name.log" 2>&1 & ;;
   esac
   echo $!
+}
+
+# Payloads to prepare per run: a little above what each system can take in
+# SECONDS_PER on this kind of machine (preparing is the slow part of a run).
+requests_for() {
+  local per_sec
+  case "$1" in bare) per_sec=100000 ;; bridge) per_sec=50000 ;; node) per_sec=10000 ;; *) per_sec=2000 ;; esac
+  python3 -c "print(max(1000, int($per_sec * $SECONDS_PER)))"
 }
 
 for sys in $SYSTEMS; do
@@ -97,7 +106,7 @@ for sys in $SYSTEMS; do
   [ "$sys" = bare ] && verify=()
   for users in $USERS; do for dup in $DUPS; do for c in $CONC; do for run in $(seq 1 "$RUNS"); do
     rid="$sys-u$users-d$dup-c$c-r$run-$RANDOM"
-    line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency "$c" --requests 400000 --seconds "$SECONDS_PER" \
+    line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency "$c" --requests "$(requests_for "$sys")" --seconds "$SECONDS_PER" \
       --users "$users" --dup-rate "$dup" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}" &
       lp=$!; sleep "$(python3 -c "print($SECONDS_PER/2+0.5)")"; echo "RSS $(rss_kib "$pid")" >"$WORK/rss"; wait $lp)
     load_rss=$(awk '{print $2}' "$WORK/rss")
@@ -109,8 +118,37 @@ for sys in $SYSTEMS; do
         || { echo "bench: the bridge lost or duplicated records in $rid" >&2; exit 1; }
     fi
   done; done; done; done
+  if [ "$sys" = bridge ] && [ "$HALF" = 1 ]; then
+    # Latency at half of the peak rate, sent at a fixed rate (open loop:
+    # latency counts from each request's scheduled time).
+    peak=$(python3 -c "
+import json,statistics,sys
+rs=[json.loads(l) for l in open(sys.argv[1])]
+by={}
+for r in rs:
+    x=r.get('result')
+    if r['system']=='bridge' and x and x['users']==1 and x['dup_rate']==0 and not x.get('rate'):
+        by.setdefault(x['concurrency'],[]).append(x['throughput_rps'])
+print(int(max(statistics.median(v) for v in by.values())) if by else 0)" "$OUT")
+    half=$((peak / 2))
+    [ "$half" -gt 0 ] || { echo "bench: no 1-user, 0%-duplicate bridge runs to take the peak from" >&2; exit 1; }
+    echo "== bridge at half of its peak (${peak} rps): ${half} rps"
+    for run in $(seq 1 "$RUNS"); do
+      rid="bridge-half-r$run-$RANDOM"
+      line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency 256 --rate "$half" \
+        --requests "$((half * ${SECONDS_PER%.*}))" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}")
+      echo "{\"system\":\"bridge\",\"run\":$run,\"half_peak\":true,\"peak_rps\":$peak,\"result\":$line}" >>"$OUT"
+      python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"  rate {r['rate']:.0f}: {r['throughput_rps']:.0f} rps  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  p99.9 {r['p999_ms']:.2f} ms  lost {r['verified']['lost']} dup-records {r['verified']['duplicated']}\")" "$line"
+    done
+  fi
   if [ "$sys" = bridge ] && [ "$MEMORY" = 1 ]; then
-    echo "== bridge memory with 1,000,000 remembered event_ids"
+    echo "== bridge memory with 1,000,000 remembered event_ids (fresh process)"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    pid=$(start_system bridge "$port" "$topic")
+    PIDS+=("$pid")
+    wait_port "$port"
+    sleep 1
+    idle=$(rss_kib "$pid")
     "$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency 64 --requests 1000000 --warmup 0 \
       --encrypt-key "$KEY" --token "$TOKEN" --run-id "mem-$RANDOM" >"$WORK/mem.json"
     sleep 2
