@@ -57,11 +57,68 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IngressMode {
+    /// HTTP callbacks from Feishu to `BRIDGE_EVENT_PATH`.
+    Webhook,
+    /// The bridge dials Feishu's WebSocket; no public endpoint needed.
+    LongConnection,
+    /// Both at once, into the same deduplication and topic.
+    Both,
+}
+
+impl IngressMode {
+    pub fn webhook(self) -> bool {
+        matches!(self, IngressMode::Webhook | IngressMode::Both)
+    }
+    pub fn long_connection(self) -> bool {
+        matches!(self, IngressMode::LongConnection | IngressMode::Both)
+    }
+}
+
+/// Feishu's open platform; the long connection's endpoint is found there.
+pub const FEISHU_DOMAIN: &str = "https://open.feishu.cn";
+/// Lark's (international) open platform.
+pub const LARK_DOMAIN: &str = "https://open.larksuite.com";
+
 #[derive(Debug, Args)]
 pub struct Settings {
     /// Address the HTTP server binds to.
     #[arg(long, env = "BRIDGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Where events come from: `webhook` (Feishu posts to BRIDGE_EVENT_PATH),
+    /// `long-connection` (the bridge dials Feishu's WebSocket), or `both`.
+    #[arg(long, env = "BRIDGE_INGRESS", value_enum, default_value_t = IngressMode::Webhook)]
+    pub ingress: IngressMode,
+
+    /// App ID of the self-built app (long connection).
+    #[arg(long, env = "FEISHU_APP_ID")]
+    pub app_id: Option<String>,
+
+    /// App Secret of the app (long connection).
+    #[arg(long, env = "FEISHU_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<Secret>,
+
+    /// File holding the App Secret (trailing newline ignored).
+    #[arg(long, env = "FEISHU_APP_SECRET_FILE", conflicts_with = "app_secret")]
+    pub app_secret_file: Option<PathBuf>,
+
+    /// Open platform for the long connection: `feishu`, `lark`, or a base
+    /// URL (a proxy, or a stand-in for tests).
+    #[arg(long, env = "FEISHU_DOMAIN", default_value = "feishu")]
+    pub domain: String,
+
+    /// Long connection: after a ping, how long to wait for any frame before
+    /// the connection is declared dead and re-established, in ms.
+    #[arg(long, env = "FEISHU_PONG_TIMEOUT_MS", default_value_t = 10_000)]
+    pub pong_timeout_ms: u64,
+
+    /// Long connection: how long endpoint discovery plus the WebSocket
+    /// handshake may take, in ms.
+    #[arg(long, env = "FEISHU_CONNECT_TIMEOUT_MS", default_value_t = 15_000)]
+    pub connect_timeout_ms: u64,
 
     /// Path Feishu posts event callbacks to.
     #[arg(long, env = "BRIDGE_EVENT_PATH", default_value = "/webhook/event")]
@@ -213,11 +270,25 @@ fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// What the long connection needs.
+#[derive(Debug, Clone)]
+pub struct LongConnectionConfig {
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// Base URL of the open platform, without a trailing slash.
+    pub domain: String,
+    pub pong_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
 /// Settings after validation: everything the service needs, nothing optional
 /// that it cannot do without.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub ingress: IngressMode,
+    /// Present exactly when `ingress` includes the long connection.
+    pub long_connection: Option<LongConnectionConfig>,
     pub event_path: String,
     pub encrypt_key: Option<Secret>,
     pub verification_token: Option<Secret>,
@@ -313,6 +384,12 @@ impl Settings {
             }
         }
 
+        let long_connection = if self.ingress.long_connection() {
+            Some(self.long_connection()?)
+        } else {
+            None
+        };
+
         positive("BRIDGE_DEDUP_TTL_SECS", self.dedup_ttl_secs)?;
         positive("BRIDGE_DEDUP_CAPACITY", self.dedup_capacity)?;
         positive("BRIDGE_PUBLISH_DEADLINE_MS", self.publish_deadline_ms)?;
@@ -324,6 +401,8 @@ impl Settings {
 
         Ok(Config {
             listen: self.listen,
+            ingress: self.ingress,
+            long_connection,
             event_path: self.event_path.clone(),
             encrypt_key,
             verification_token,
@@ -343,6 +422,56 @@ impl Settings {
             readiness_interval: Duration::from_millis(self.readiness_interval_ms),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             flush_timeout: Duration::from_secs(self.flush_timeout_secs),
+        })
+    }
+}
+
+impl Settings {
+    fn long_connection(&self) -> Result<LongConnectionConfig, ConfigError> {
+        let app_id = match self.app_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => {
+                return Err(invalid(
+                    "FEISHU_APP_ID",
+                    "is required with BRIDGE_INGRESS=long-connection or both",
+                ))
+            }
+        };
+        let app_secret = secret(
+            &self.app_secret,
+            &self.app_secret_file,
+            "FEISHU_APP_SECRET",
+            "FEISHU_APP_SECRET_FILE",
+        )?
+        .ok_or_else(|| {
+            invalid(
+                "FEISHU_APP_SECRET",
+                "is required with BRIDGE_INGRESS=long-connection or both (or FEISHU_APP_SECRET_FILE)",
+            )
+        })?;
+        let domain = match self.domain.trim() {
+            "feishu" => FEISHU_DOMAIN.to_owned(),
+            "lark" => LARK_DOMAIN.to_owned(),
+            url if (url.starts_with("https://") || url.starts_with("http://"))
+                && reqwest::Url::parse(url).is_ok() =>
+            {
+                url.trim_end_matches('/').to_owned()
+            }
+            other => {
+                return Err(invalid(
+                    "FEISHU_DOMAIN",
+                    format!("must be feishu, lark or an http(s) base URL, got {other:?}"),
+                ))
+            }
+        };
+        positive("FEISHU_PONG_TIMEOUT_MS", self.pong_timeout_ms)?;
+        positive("FEISHU_CONNECT_TIMEOUT_MS", self.connect_timeout_ms)?;
+        Ok(LongConnectionConfig {
+            app_id,
+            app_secret,
+            domain,
+            pong_timeout: Duration::from_millis(self.pong_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
         })
     }
 }

@@ -1,7 +1,6 @@
 //! HTTP ingress: the callback endpoint, health, readiness and metrics.
 //! Maps every outcome to its documented status code (README.md, "Answers").
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,9 +14,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::metrics::{outcome, Metrics};
-use crate::pipeline::{Answer, Pipeline};
+use crate::metrics::{outcome, Ingress as Via, Metrics};
+use crate::pipeline::{self, Answer, Pipeline};
+
+const WEBHOOK: Via = Via::Webhook;
 use crate::protocol::{Inbound, SignatureHeaders, Verifier};
+use crate::readiness::Readiness;
 
 /// Seconds Feishu is told to wait before retrying after a 503. Feishu uses
 /// its own schedule; the header is for other clients and for humans.
@@ -27,15 +29,20 @@ pub struct Ingress {
     pub verifier: Verifier,
     pub pipeline: Pipeline,
     pub metrics: Metrics,
-    pub ready: Arc<AtomicBool>,
+    pub readiness: Arc<Readiness>,
     pub publish_deadline: Duration,
     pub body_limit: usize,
     pub body_timeout: Duration,
 }
 
-pub fn router(event_path: &str, ingress: Arc<Ingress>) -> Router {
-    Router::new()
-        .route(event_path, post(event))
+/// The HTTP routes; `event_path` is `None` when the webhook ingress is off
+/// (long connection only), leaving health, readiness and metrics.
+pub fn router(event_path: Option<&str>, ingress: Arc<Ingress>) -> Router {
+    let mut router = Router::new();
+    if let Some(path) = event_path {
+        router = router.route(path, post(event));
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -54,14 +61,13 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<Arc<Ingress>>) -> Response {
-    if s.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    match s.readiness.not_ready_because() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: kafka does not answer metadata for the topic\n",
+            format!("not ready: {why}\n"),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
@@ -103,6 +109,7 @@ async fn event(State(s): State<Arc<Ingress>>, headers: HeaderMap, body: Body) ->
     let response = handle_event(&s, &headers, body, started).await;
     s.metrics
         .request_duration
+        .with_label_values(&[WEBHOOK.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
 }
@@ -118,7 +125,7 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
     let bytes = match bytes {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
-            s.metrics.count_rejected("body_too_large");
+            s.metrics.count_rejected(WEBHOOK, "body_too_large");
             warn!(
                 reason = "body_too_large",
                 limit = s.body_limit,
@@ -127,7 +134,7 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
             return StatusCode::PAYLOAD_TOO_LARGE.into_response();
         }
         Err(BodyError::Timeout) => {
-            s.metrics.count_rejected("body_timeout");
+            s.metrics.count_rejected(WEBHOOK, "body_timeout");
             warn!(
                 reason = "body_timeout",
                 "rejected request: body not received in time"
@@ -138,7 +145,7 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
             );
         }
         Err(BodyError::Read) => {
-            s.metrics.count_rejected("body_read");
+            s.metrics.count_rejected(WEBHOOK, "body_read");
             warn!(
                 reason = "body_read",
                 "rejected request: body could not be read"
@@ -154,7 +161,7 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
     };
     let event = match s.verifier.verify(&bytes, signature, SystemTime::now()) {
         Ok(Inbound::Challenge(challenge)) => {
-            s.metrics.count(outcome::CHALLENGE);
+            s.metrics.count(WEBHOOK, outcome::CHALLENGE);
             info!(outcome = outcome::CHALLENGE, "answered url_verification");
             return json(
                 StatusCode::OK,
@@ -163,7 +170,7 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
         }
         Ok(Inbound::Event(e)) => e,
         Err(rejection) => {
-            s.metrics.count_rejected(rejection.label());
+            s.metrics.count_rejected(WEBHOOK, rejection.label());
             warn!(reason = rejection.label(), detail = %rejection, "rejected request");
             let status = if rejection.is_auth_failure() {
                 StatusCode::UNAUTHORIZED
@@ -176,29 +183,13 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
 
     let event_id = event.event_id().unwrap_or_default().to_owned();
     let event_type = event.event_type().to_owned();
-    match s.pipeline.handle(event, deadline).await {
-        Answer::Published => {
-            s.metrics.count(outcome::PUBLISHED);
-            info!(outcome = outcome::PUBLISHED, %event_id, "published");
+    let answer = s.pipeline.handle(event, deadline).await;
+    pipeline::report(&s.metrics, WEBHOOK, &event_id, &event_type, &answer);
+    match answer {
+        Answer::Published | Answer::Duplicate | Answer::DeadLettered { .. } | Answer::Ignored => {
             success()
-        }
-        Answer::Duplicate => {
-            s.metrics.count(outcome::DUPLICATE);
-            info!(outcome = outcome::DUPLICATE, %event_id, "duplicate of a remembered event_id; not published again");
-            success()
-        }
-        Answer::DeadLettered { reason } => {
-            s.metrics.count(outcome::DEAD_LETTERED);
-            warn!(outcome = outcome::DEAD_LETTERED, %event_id, %reason, "event could not be normalized; written to the dead-letter topic");
-            success()
-        }
-        Answer::Ignored => {
-            info!(outcome = outcome::IGNORED, %event_id, %event_type, "event type not handled; acknowledged");
-            json(StatusCode::OK, serde_json::json!({ "msg": "success" }))
         }
         Answer::Unavailable(why) => {
-            s.metrics.count(outcome::PUBLISH_FAILED);
-            warn!(outcome = outcome::PUBLISH_FAILED, %event_id, reason = %why, "not acknowledged by kafka; answering 503 so Feishu retries");
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
             r.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -10,27 +10,30 @@ pub mod config;
 pub mod dedup;
 pub mod demo;
 pub mod ingress;
+pub mod longconn;
 pub mod metrics;
 pub mod pipeline;
 pub mod protocol;
+pub mod readiness;
 pub mod record;
 pub mod server;
 pub mod sink;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, IngressMode};
 use crate::dedup::Dedup;
 use crate::ingress::Ingress;
+use crate::longconn::LongConnection;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::protocol::Verifier;
+use crate::readiness::Readiness;
 use crate::sink::Sink;
 
 /// Serves until `shutdown` resolves, then drains in-flight requests (at most
@@ -44,7 +47,10 @@ pub async fn run(
     let sink = Sink::new(&config, metrics.clone())
         .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))?;
     let dedup = Dedup::new(config.dedup_ttl, config.dedup_capacity);
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = Arc::new(Readiness::new(
+        config.ingress == IngressMode::LongConnection,
+    ));
+    let pipeline = Pipeline::new(dedup, sink.clone());
 
     let ingress = Arc::new(Ingress {
         verifier: Verifier::new(
@@ -52,18 +58,18 @@ pub async fn run(
             config.verification_token.clone(),
             config.timestamp_window,
         ),
-        pipeline: Pipeline::new(dedup, sink.clone(), metrics.clone()),
+        pipeline: pipeline.clone(),
         metrics: metrics.clone(),
-        ready: ready.clone(),
+        readiness: readiness.clone(),
         publish_deadline: config.publish_deadline,
         body_limit: config.body_limit_bytes,
         body_timeout: config.body_timeout,
     });
 
     let stopping = Arc::new(Notify::new());
-    let readiness = tokio::spawn(watch_readiness(
+    let readiness_task = tokio::spawn(watch_readiness(
         sink.clone(),
-        ready.clone(),
+        readiness.clone(),
         metrics.clone(),
         config.readiness_interval,
         stopping.clone(),
@@ -74,6 +80,7 @@ pub async fn run(
     info!(version = env!("CARGO_PKG_VERSION"), %librdkafka, %features, "starting");
     info!(
         %addr,
+        ingress = ?config.ingress,
         event_path = %config.event_path,
         topic = %config.topic,
         dlq_topic = %config.dlq_topic,
@@ -82,11 +89,36 @@ pub async fn run(
         "listening"
     );
 
-    if config.encrypt_key.is_none() && config.verification_token.is_none() {
+    if config.ingress.webhook()
+        && config.encrypt_key.is_none()
+        && config.verification_token.is_none()
+    {
         warn!("neither FEISHU_ENCRYPT_KEY nor FEISHU_VERIFICATION_TOKEN is set: callbacks are not authenticated");
     }
 
-    let app = ingress::router(&config.event_path, ingress);
+    // The long connection stops taking frames when this turns true.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let long_connection = config.long_connection.clone().map(|lc| {
+        info!(domain = %lc.domain, app_id = %lc.app_id, "starting the long connection");
+        tokio::spawn(
+            LongConnection {
+                config: lc,
+                pipeline: pipeline.clone(),
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+                publish_deadline: config.publish_deadline,
+                body_limit: config.body_limit_bytes,
+                drain_timeout: config.drain_timeout,
+            }
+            .run(stop_rx),
+        )
+    });
+
+    let event_path = config
+        .ingress
+        .webhook()
+        .then_some(config.event_path.as_str());
+    let app = ingress::router(event_path, ingress);
     let limits = server::Limits {
         header_timeout: config.header_timeout,
         max_connections: config.max_connections,
@@ -96,10 +128,15 @@ pub async fn run(
     server::serve(listener, app, limits, async move {
         shutdown.await;
         stop.notify_waiters();
+        let _ = stop_tx.send(true);
     })
     .await;
-    ready.store(false, Ordering::Relaxed);
-    readiness.abort();
+    // The long connection drained concurrently with the HTTP server.
+    if let Some(task) = long_connection {
+        let _ = task.await;
+    }
+    readiness.set_kafka(false);
+    readiness_task.abort();
 
     let flush_timeout = config.flush_timeout;
     let queued = sink.queue_depth();
@@ -115,7 +152,7 @@ pub async fn run(
 /// Polls Kafka for the topic's metadata and publishes the answer as readiness.
 async fn watch_readiness(
     sink: Sink,
-    ready: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
     metrics: Metrics,
     interval: std::time::Duration,
     stopping: Arc<Notify>,
@@ -128,8 +165,8 @@ async fn watch_readiness(
         })
         .await
         .unwrap_or(false);
-        ready.store(ok, Ordering::Relaxed);
-        metrics.ready.set(ok as i64);
+        readiness.set_kafka(ok);
+        metrics.ready.set(readiness.is_ready() as i64);
         if was != Some(ok) {
             if ok {
                 info!("ready: kafka answers metadata for the topic");

@@ -22,12 +22,32 @@ pub mod outcome {
     pub const PUBLISH_FAILED: &str = "publish_failed";
 }
 
+/// Where an event came in: the `ingress` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingress {
+    /// HTTP callbacks (`BRIDGE_EVENT_PATH`).
+    Webhook,
+    /// Feishu's WebSocket long connection.
+    LongConnection,
+}
+
+impl Ingress {
+    pub const ALL: [Ingress; 2] = [Ingress::Webhook, Ingress::LongConnection];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ingress::Webhook => "webhook",
+            Ingress::LongConnection => "long_connection",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
     pub ignored_events: IntCounterVec,
-    pub request_duration: Histogram,
+    pub request_duration: HistogramVec,
     pub publish_duration: HistogramVec,
     pub in_flight_requests: IntGauge,
     pub dedup_entries: IntGauge,
@@ -35,6 +55,30 @@ pub struct Metrics {
     pub delivery_errors: IntCounterVec,
     pub ready: IntGauge,
     pub build_info: IntGaugeVec,
+    pub long_connection: LongConnectionMetrics,
+}
+
+/// The long connection's own series (`long_connection_*`).
+#[derive(Clone)]
+pub struct LongConnectionMetrics {
+    pub connected: IntGauge,
+    pub reconnects: IntCounterVec,
+    pub frames: IntCounterVec,
+    pub fragments_dropped: IntCounterVec,
+    pub ack_duration: Histogram,
+}
+
+/// Reasons of `long_connection_reconnects_total`.
+pub mod reconnect {
+    /// No frame arrived within the pong timeout after a ping.
+    pub const PING_TIMEOUT: &str = "ping_timeout";
+    /// Feishu closed the WebSocket (close frame or end of stream).
+    pub const CLOSED: &str = "closed";
+    /// Reading from or writing to the socket failed.
+    pub const IO_ERROR: &str = "io_error";
+    /// Endpoint discovery or the WebSocket handshake failed (retryable).
+    pub const CONNECT_FAILED: &str = "connect_failed";
+    pub const ALL: [&str; 4] = [PING_TIMEOUT, CLOSED, IO_ERROR, CONNECT_FAILED];
 }
 
 impl Metrics {
@@ -45,8 +89,11 @@ impl Metrics {
         // the unit test `metrics_render` exercises; a panic here can only
         // happen at start-up, never because of input.
         let requests = IntCounterVec::new(
-            Opts::new("requests_total", "Event callback requests by outcome"),
-            &["outcome"],
+            Opts::new(
+                "requests_total",
+                "Event deliveries (callback requests, long-connection events) by ingress and outcome",
+            ),
+            &["ingress", "outcome"],
         )
         .expect("metric");
         let ignored_events = IntCounterVec::new(
@@ -54,15 +101,16 @@ impl Metrics {
                 "ignored_events_total",
                 "Authentic events of other types, acknowledged but not published",
             ),
-            &["event_type"],
+            &["ingress", "event_type"],
         )
         .expect("metric");
-        let request_duration = Histogram::with_opts(
+        let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "request_duration_seconds",
-                "Time from request start to answer, all outcomes",
+                "Time from receiving an event to answering it, all outcomes",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
+            &["ingress"],
         )
         .expect("metric");
         let publish_duration = HistogramVec::new(
@@ -107,6 +155,45 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let long_connection = LongConnectionMetrics {
+            connected: IntGauge::new(
+                "long_connection_connected",
+                "1 while the long connection to Feishu is established",
+            )
+            .expect("metric"),
+            reconnects: IntCounterVec::new(
+                Opts::new(
+                    "long_connection_reconnects_total",
+                    "Long-connection reconnects by the reason the previous attempt or connection ended",
+                ),
+                &["reason"],
+            )
+            .expect("metric"),
+            frames: IntCounterVec::new(
+                Opts::new(
+                    "long_connection_frames_total",
+                    "Frames received on the long connection by type",
+                ),
+                &["type"],
+            )
+            .expect("metric"),
+            fragments_dropped: IntCounterVec::new(
+                Opts::new(
+                    "long_connection_fragments_dropped_total",
+                    "Fragmented events given up on, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("metric"),
+            ack_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "long_connection_ack_duration_seconds",
+                    "Time from an event's last fragment to its ack being handed to the socket",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .expect("metric"),
+        };
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -119,20 +206,37 @@ impl Metrics {
             Box::new(delivery_errors.clone()),
             Box::new(ready.clone()),
             Box::new(build_info.clone()),
+            Box::new(long_connection.connected.clone()),
+            Box::new(long_connection.reconnects.clone()),
+            Box::new(long_connection.frames.clone()),
+            Box::new(long_connection.fragments_dropped.clone()),
+            Box::new(long_connection.ack_duration.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
         // Pre-create the common series so that dashboards and `rate()` see
         // zeros instead of gaps before the first event.
-        for o in [
-            outcome::PUBLISHED,
-            outcome::DUPLICATE,
-            outcome::CHALLENGE,
-            outcome::IGNORED,
-            outcome::DEAD_LETTERED,
-            outcome::PUBLISH_FAILED,
-        ] {
-            requests.with_label_values(&[o]);
+        for ingress in Ingress::ALL {
+            for o in [
+                outcome::PUBLISHED,
+                outcome::DUPLICATE,
+                outcome::IGNORED,
+                outcome::DEAD_LETTERED,
+                outcome::PUBLISH_FAILED,
+            ] {
+                requests.with_label_values(&[ingress.as_str(), o]);
+            }
+            request_duration.with_label_values(&[ingress.as_str()]);
+        }
+        requests.with_label_values(&[Ingress::Webhook.as_str(), outcome::CHALLENGE]);
+        for r in reconnect::ALL {
+            long_connection.reconnects.with_label_values(&[r]);
+        }
+        for t in ["event", "card", "pong"] {
+            long_connection.frames.with_label_values(&[t]);
+        }
+        for r in crate::longconn::fragments::DROP_REASONS {
+            long_connection.fragments_dropped.with_label_values(&[r]);
         }
         for d in ["record", "dead_letter"] {
             publish_duration.with_label_values(&[d]);
@@ -152,31 +256,36 @@ impl Metrics {
             delivery_errors,
             ready,
             build_info,
+            long_connection,
         }
     }
 
-    pub fn count(&self, outcome: &str) {
-        self.requests.with_label_values(&[outcome]).inc();
+    pub fn count(&self, ingress: Ingress, outcome: &str) {
+        self.requests
+            .with_label_values(&[ingress.as_str(), outcome])
+            .inc();
     }
 
-    pub fn count_rejected(&self, reason: &str) {
+    pub fn count_rejected(&self, ingress: Ingress, reason: &str) {
         self.requests
-            .with_label_values(&[&format!("rejected_{reason}")])
+            .with_label_values(&[ingress.as_str(), &format!("rejected_{reason}")])
             .inc();
     }
 
     /// Counts an ignored event type, folding anything that does not look
     /// like a Feishu event type into `other` so that a sender cannot blow
     /// up the number of series.
-    pub fn count_ignored(&self, event_type: &str) {
+    pub fn count_ignored(&self, ingress: Ingress, event_type: &str) {
         let sane = !event_type.is_empty()
             && event_type.len() <= 64
             && event_type
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
         let label = if sane { event_type } else { "other" };
-        self.ignored_events.with_label_values(&[label]).inc();
-        self.count(outcome::IGNORED);
+        self.ignored_events
+            .with_label_values(&[ingress.as_str(), label])
+            .inc();
+        self.count(ingress, outcome::IGNORED);
     }
 
     pub fn render(&self) -> String {
@@ -200,15 +309,17 @@ mod tests {
     #[test]
     fn metrics_render() {
         let m = Metrics::new();
-        m.count_rejected("bad_signature");
-        m.count_ignored("im.message.receive_v1");
-        m.count_ignored("<script>");
+        m.count_rejected(Ingress::Webhook, "bad_signature");
+        m.count_ignored(Ingress::Webhook, "im.message.receive_v1");
+        m.count_ignored(Ingress::LongConnection, "<script>");
         let text = m.render();
         for needle in [
-            "feishu_bridge_requests_total{outcome=\"rejected_bad_signature\"} 1",
-            "feishu_bridge_requests_total{outcome=\"published\"} 0",
-            "feishu_bridge_ignored_events_total{event_type=\"other\"} 1",
-            "feishu_bridge_ignored_events_total{event_type=\"im.message.receive_v1\"} 1",
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"rejected_bad_signature\"} 1",
+            "feishu_bridge_requests_total{ingress=\"long_connection\",outcome=\"published\"} 0",
+            "feishu_bridge_ignored_events_total{event_type=\"other\",ingress=\"long_connection\"} 1",
+            "feishu_bridge_ignored_events_total{event_type=\"im.message.receive_v1\",ingress=\"webhook\"} 1",
+            "feishu_bridge_long_connection_reconnects_total{reason=\"ping_timeout\"} 0",
+            "feishu_bridge_long_connection_connected 0",
             "feishu_bridge_request_duration_seconds_bucket",
             "feishu_bridge_build_info{version=",
         ] {

@@ -8,7 +8,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::dedup::{self, Claim, Dedup, Settled};
-use crate::metrics::Metrics;
+use tracing::{info, warn};
+
+use crate::metrics::{outcome, Ingress, Metrics};
 use crate::protocol::{Schema, VerifiedEvent, WITHDRAWN_EVENT_TYPE};
 use crate::record::{self, DeadLetter, DEAD_LETTER_SCHEMA, RECORD_SCHEMA};
 use crate::sink::{Destination, Outgoing, PublishError, Sink};
@@ -42,16 +44,11 @@ pub enum Unavailable {
 pub struct Pipeline {
     dedup: Dedup,
     sink: Sink,
-    metrics: Metrics,
 }
 
 impl Pipeline {
-    pub fn new(dedup: Dedup, sink: Sink, metrics: Metrics) -> Self {
-        Pipeline {
-            dedup,
-            sink,
-            metrics,
-        }
+    pub fn new(dedup: Dedup, sink: Sink) -> Self {
+        Pipeline { dedup, sink }
     }
 
     pub fn dedup(&self) -> &Dedup {
@@ -65,7 +62,6 @@ impl Pipeline {
     /// Handles one verified event, answering by `deadline` at the latest.
     pub async fn handle(&self, event: VerifiedEvent, deadline: Instant) -> Answer {
         if event.schema() != Schema::V2 || event.event_type() != WITHDRAWN_EVENT_TYPE {
-            self.metrics.count_ignored(event.event_type());
             return Answer::Ignored;
         }
         let received_at_ms = now_ms();
@@ -127,6 +123,40 @@ impl Pipeline {
             Ok(Ok(Err(e))) => Answer::Unavailable(e.into()),
             Ok(Err(_)) => Answer::Unavailable(PublishError::Canceled.into()),
             Err(_) => Answer::Unavailable(Unavailable::Deadline),
+        }
+    }
+}
+
+/// Counts and logs an answer, the same way for every ingress; the ingress
+/// then turns it into its own reply (an HTTP status, an ack frame).
+pub fn report(
+    metrics: &Metrics,
+    ingress: Ingress,
+    event_id: &str,
+    event_type: &str,
+    answer: &Answer,
+) {
+    let via = ingress.as_str();
+    match answer {
+        Answer::Published => {
+            metrics.count(ingress, outcome::PUBLISHED);
+            info!(ingress = via, outcome = outcome::PUBLISHED, %event_id, "published");
+        }
+        Answer::Duplicate => {
+            metrics.count(ingress, outcome::DUPLICATE);
+            info!(ingress = via, outcome = outcome::DUPLICATE, %event_id, "duplicate of a remembered event_id; not published again");
+        }
+        Answer::DeadLettered { reason } => {
+            metrics.count(ingress, outcome::DEAD_LETTERED);
+            warn!(ingress = via, outcome = outcome::DEAD_LETTERED, %event_id, %reason, "event could not be normalized; written to the dead-letter topic");
+        }
+        Answer::Ignored => {
+            metrics.count_ignored(ingress, event_type);
+            info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "event type not handled; acknowledged");
+        }
+        Answer::Unavailable(why) => {
+            metrics.count(ingress, outcome::PUBLISH_FAILED);
+            warn!(ingress = via, outcome = outcome::PUBLISH_FAILED, %event_id, reason = %why, "not acknowledged by kafka; answering so that Feishu delivers it again");
         }
     }
 }

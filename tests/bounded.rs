@@ -50,7 +50,10 @@ async fn a_flood_of_unique_event_ids_keeps_the_cache_and_rss_bounded() {
 
     let m = bridge.metrics().await;
     let entries = metric(&m, "feishu_bridge_dedup_entries");
-    let published = metric(&m, "feishu_bridge_requests_total{outcome=\"published\"}");
+    let published = metric(
+        &m,
+        "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"published\"}",
+    );
     println!(
         "flood of {} unique ids, capacity {CAPACITY}: dedup entries {entries}, RSS {before} KiB -> {after} KiB ({:+} KiB)",
         3 * CAPACITY,

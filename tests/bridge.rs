@@ -79,7 +79,10 @@ async fn seed_event_becomes_a_keyed_record_with_every_field() {
 
     let m = bridge.metrics().await;
     assert_eq!(
-        metric(&m, "feishu_bridge_requests_total{outcome=\"published\"}"),
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"published\"}"
+        ),
         1.0
     );
 }
@@ -191,11 +194,17 @@ async fn sequential_and_concurrent_duplicates_publish_once() {
 
     let m = bridge.metrics().await;
     assert_eq!(
-        metric(&m, "feishu_bridge_requests_total{outcome=\"published\"}"),
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"published\"}"
+        ),
         2.0
     );
     assert_eq!(
-        metric(&m, "feishu_bridge_requests_total{outcome=\"duplicate\"}"),
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"duplicate\"}"
+        ),
         25.0
     );
     assert!(metric(&m, "feishu_bridge_dedup_entries") >= 1.0);
@@ -251,7 +260,7 @@ async fn unnormalizable_events_go_to_the_dead_letter_topic() {
     assert_eq!(
         metric(
             &m,
-            "feishu_bridge_requests_total{outcome=\"dead_lettered\"}"
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"dead_lettered\"}"
         ),
         2.0
     );
@@ -392,7 +401,7 @@ async fn every_rejection_has_its_status_and_publishes_nothing() {
         assert!(
             metric(
                 &m,
-                &format!("feishu_bridge_requests_total{{outcome=\"{label}\"}}")
+                &format!("feishu_bridge_requests_total{{ingress=\"webhook\",outcome=\"{label}\"}}")
             ) >= 1.0,
             "{name}: no {label}"
         );
@@ -450,17 +459,23 @@ async fn challenges_and_other_event_types_are_answered_not_published() {
     assert!(read_topic(&broker.bootstrap, &dlq, 0, Duration::from_millis(300)).is_empty());
     let m = bridge.metrics().await;
     assert_eq!(
-        metric(&m, "feishu_bridge_requests_total{outcome=\"challenge\"}"),
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"challenge\"}"
+        ),
         1.0
     );
     assert_eq!(
-        metric(&m, "feishu_bridge_requests_total{outcome=\"ignored\"}"),
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"ignored\"}"
+        ),
         2.0
     );
     assert_eq!(
         metric(
             &m,
-            "feishu_bridge_ignored_events_total{event_type=\"im.message.receive_v1\"}"
+            "feishu_bridge_ignored_events_total{event_type=\"im.message.receive_v1\",ingress=\"webhook\"}"
         ),
         1.0
     );
@@ -494,7 +509,7 @@ async fn without_kafka_the_bridge_is_not_ready_and_answers_503() {
     assert_eq!(
         metric(
             &m,
-            "feishu_bridge_requests_total{outcome=\"publish_failed\"}"
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"publish_failed\"}"
         ),
         1.0
     );

@@ -64,10 +64,18 @@ async fn ack_after_the_deadline_turns_the_retry_into_a_duplicate() {
     }
     let m = bridge.metrics().await;
     assert_eq!(
-        metric(&m, "feishu_bridge_requests_total{outcome=\"published\"}"),
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"published\"}"
+        ),
         0.0
     );
-    assert!(metric(&m, "feishu_bridge_requests_total{outcome=\"duplicate\"}") >= 1.0);
+    assert!(
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"duplicate\"}"
+        ) >= 1.0
+    );
     bridge.stop().await;
     let records = tokio::task::spawn_blocking(move || {
         read_topic(&bootstrap, TOPIC, 1, Duration::from_secs(1))
@@ -285,7 +293,12 @@ async fn produce_errors_under_load(prefix: &str, errors: &[RDKafkaRespErr]) {
     v.assert_exactly_once();
     assert!(v.unacked.is_empty(), "gave up on {:?}", v.unacked);
     let m = bridge.metrics().await;
-    assert!(metric(&m, "feishu_bridge_requests_total{outcome=\"published\"}") > 0.0);
+    assert!(
+        metric(
+            &m,
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"published\"}"
+        ) > 0.0
+    );
     bridge.stop().await;
     drop(cluster);
 }

@@ -241,7 +241,7 @@ async fn prometheus_scrapes_every_metric_the_dashboard_and_alerts_use() {
         "/api/v1/query",
         &[(
             "query",
-            "feishu_bridge_requests_total{outcome=\"rejected_bad_signature\"}",
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"rejected_bad_signature\"}",
         )],
     )
     .await;

@@ -6,7 +6,9 @@
 #   - Prometheus (promtool and the server) from Debian, for the alerting rules
 #     and the scrape test;
 #   - Python tools (tests/requirements.txt): `cryptography`, which made the
-#     independent crypto test vectors, and the manifest and chart validators.
+#     independent crypto test vectors, the official Python SDK, whose protobuf
+#     module made the long connection's frame vectors, and the manifest and
+#     chart validators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,7 @@ fi
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r tests/requirements.txt
 # The committed vectors must be exactly what the independent implementation produces.
 python3 tests/vectors/gen.py --check
+python3 tests/vectors/pbbp2_gen.py --check
 
 # Kubernetes manifests, Helm chart values, dashboard and alerting rules.
 python3 -m pytest -q tests/deploy

@@ -266,6 +266,20 @@ impl Verifier {
     }
 }
 
+/// Accepts an event that arrived on the long connection. The channel is
+/// what authenticates it (the app secret obtained the connection URL, TLS
+/// carries it), so the payload is the plaintext envelope with no signature
+/// or token to check, exactly as every official SDK treats it.
+pub fn from_long_connection(payload: &[u8]) -> Result<VerifiedEvent, Rejection> {
+    let envelope = parse_object(payload, Rejection::MalformedJson)?;
+    if envelope.get("type").and_then(Value::as_str) == Some("url_verification") {
+        return Err(Rejection::UnknownEnvelope(
+            "url_verification on the long connection",
+        ));
+    }
+    classify_event(envelope)
+}
+
 fn parse_object(bytes: &[u8], on_error: Rejection) -> Result<Map<String, Value>, Rejection> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),

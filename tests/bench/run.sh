@@ -3,10 +3,14 @@
 # on one machine, against the same real broker (tansu) with the same
 # pre-generated, signed and encrypted payloads.
 #
-#   bash tests/bench/run.sh                 # full sweep, 3 runs each (long)
+#   bash tests/bench/run.sh                 # full sweep, 3 runs each (~30 min)
 #   bash tests/bench/run.sh --quick         # 1 run, 1 user, 0% duplicates
 #   bash tests/bench/run.sh --smoke         # seconds: bridge + ceiling only (CI)
 #   options: --runs N --seconds S --systems "bridge bare python node" --concurrency "1 16 64 256"
+#            --variant-concurrency "64 256" (concurrencies for 50 users and 20% duplicates)
+#
+# The concurrency sweep runs with 1 user and no duplicates; the payload
+# (50 users) and duplicate (20%) variants run at --variant-concurrency.
 #
 # Writes tests/bench/results/results.jsonl, then tests/bench/BENCHMARKS.md and
 # tests/bench/throughput.png (tests/bench/report.py).
@@ -14,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-RUNS=3 SECONDS_PER=5 SYSTEMS="bridge bare python node" CONC="1 16 64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
+RUNS=3 SECONDS_PER=4 SYSTEMS="bridge bare python node" CONC="1 16 64 256" VCONC="64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" USERS="1" DUPS="0.2" MEMORY=0 HALF=0 REPORT=0 ;;
@@ -23,6 +27,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_PER=$2; shift ;;
     --systems) SYSTEMS=$2; shift ;;
     --concurrency) CONC=$2; shift ;;
+    --variant-concurrency) VCONC=$2; shift ;;
     --no-memory) MEMORY=0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -104,7 +109,10 @@ for sys in $SYSTEMS; do
   echo "== $sys (pid $pid, idle RSS ${idle} KiB)"
   verify=(--brokers "$BROKERS" --topic "$topic")
   [ "$sys" = bare ] && verify=()
-  for users in $USERS; do for dup in $DUPS; do for c in $CONC; do for run in $(seq 1 "$RUNS"); do
+  for users in $USERS; do for dup in $DUPS; do
+  concs=$CONC
+  [ "$users" = 1 ] && [ "$dup" = 0 ] || concs=$VCONC
+  for c in $concs; do for run in $(seq 1 "$RUNS"); do
     rid="$sys-u$users-d$dup-c$c-r$run-$RANDOM"
     line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency "$c" --requests "$(requests_for "$sys")" --seconds "$SECONDS_PER" \
       --users "$users" --dup-rate "$dup" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}" &

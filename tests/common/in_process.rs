@@ -21,7 +21,12 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(brokers: String, deadline_ms: u64, props: &[(&str, &str)]) -> InProcess {
-        let config = Config {
+        Self::start_config(Self::config(brokers, deadline_ms, props)).await
+    }
+
+    /// The configuration `start` uses, for tests that change more of it.
+    pub fn config(brokers: String, deadline_ms: u64, props: &[(&str, &str)]) -> Config {
+        Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             encrypt_key: Some(Secret::new(ENCRYPT_KEY)),
             verification_token: Some(Secret::new(TOKEN)),
@@ -37,7 +42,10 @@ impl InProcess {
             drain_timeout: Duration::from_secs(5),
             flush_timeout: Duration::from_secs(5),
             ..Config::with_defaults(&brokers)
-        };
+        }
+    }
+
+    pub async fn start_config(config: Config) -> InProcess {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();

@@ -292,7 +292,7 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-mod reqwest {
+pub mod reqwest {
     pub use ::reqwest::*;
     /// A tiny blocking GET returning the status code, without pulling in
     /// reqwest's blocking client.
