@@ -648,4 +648,63 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.setting, "KAFKA_TOPIC");
     }
+
+    #[test]
+    fn long_connection_needs_credentials_and_a_known_domain() {
+        use clap::{CommandFactory, FromArgMatches};
+        let parse = |args: &[&str]| {
+            let mut all = vec!["feishu-kafka-bridge", "--brokers", "k:9092"];
+            all.extend_from_slice(args);
+            let command = Cli::command().mut_args(|a| a.env(None::<&'static str>));
+            let m = command.try_get_matches_from(all).expect("parses");
+            Cli::from_arg_matches(&m)
+                .expect("parses")
+                .settings
+                .validate()
+        };
+        let err = parse(&["--ingress", "long-connection"]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_APP_ID");
+        let err = parse(&["--ingress", "both", "--app-id", "cli_1"]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_APP_SECRET");
+        let err = parse(&[
+            "--ingress",
+            "long-connection",
+            "--app-id",
+            "cli_1",
+            "--app-secret",
+            "s",
+            "--domain",
+            "larkk",
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "FEISHU_DOMAIN");
+        let ok = parse(&[
+            "--ingress",
+            "long-connection",
+            "--app-id",
+            "cli_1",
+            "--app-secret",
+            "s",
+            "--domain",
+            "lark",
+        ])
+        .unwrap();
+        let lc = ok.long_connection.expect("configured");
+        assert_eq!(lc.domain, LARK_DOMAIN);
+        assert_eq!(lc.app_secret.expose(), "s");
+        let ok = parse(&[
+            "--ingress",
+            "long-connection",
+            "--app-id",
+            "cli_1",
+            "--app-secret",
+            "s",
+            "--domain",
+            "http://127.0.0.1:9/",
+        ])
+        .unwrap();
+        assert_eq!(ok.long_connection.unwrap().domain, "http://127.0.0.1:9");
+        // Webhook only: no credentials needed, none kept.
+        assert!(parse(&[]).unwrap().long_connection.is_none());
+    }
 }

@@ -100,6 +100,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let long_connection = config.long_connection.clone().map(|lc| {
         info!(domain = %lc.domain, app_id = %lc.app_id, "starting the long connection");
+        metrics.long_connection.enabled.set(1);
         tokio::spawn(
             LongConnection {
                 config: lc,

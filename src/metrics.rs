@@ -61,6 +61,7 @@ pub struct Metrics {
 /// The long connection's own series (`long_connection_*`).
 #[derive(Clone)]
 pub struct LongConnectionMetrics {
+    pub enabled: IntGauge,
     pub connected: IntGauge,
     pub reconnects: IntCounterVec,
     pub frames: IntCounterVec,
@@ -156,6 +157,11 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let long_connection = LongConnectionMetrics {
+            enabled: IntGauge::new(
+                "long_connection_enabled",
+                "1 when the long connection is an ingress (BRIDGE_INGRESS)",
+            )
+            .expect("metric"),
             connected: IntGauge::new(
                 "long_connection_connected",
                 "1 while the long connection to Feishu is established",
@@ -206,6 +212,7 @@ impl Metrics {
             Box::new(delivery_errors.clone()),
             Box::new(ready.clone()),
             Box::new(build_info.clone()),
+            Box::new(long_connection.enabled.clone()),
             Box::new(long_connection.connected.clone()),
             Box::new(long_connection.reconnects.clone()),
             Box::new(long_connection.frames.clone()),

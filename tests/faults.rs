@@ -7,25 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::in_process::{InProcess, TOPIC};
+use common::in_process::{mock_cluster as cluster, InProcess, TOPIC};
 use common::stand_in::{Attempt, Pusher, Schedule, Verdict};
 use common::{metric, read_topic, withdrawal, Feishu};
-use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
-
-fn cluster() -> (
-    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-    String,
-) {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, common::PARTITIONS, 1).unwrap();
-    cluster
-        .create_topic(&format!("{TOPIC}.dlq"), common::PARTITIONS, 1)
-        .unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    (cluster, bootstrap)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_after_the_deadline_turns_the_retry_into_a_duplicate() {

@@ -10,10 +10,9 @@ mod ws_stand_in;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::in_process::{InProcess, TOPIC};
+use common::in_process::{mock_cluster, InProcess, TOPIC};
 use common::{metric, read_topic, topics, withdrawal, Bridge, Broker};
 use feishu_kafka_bridge::config::{IngressMode, LongConnectionConfig, Secret};
-use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::{json, Value};
 use ws_stand_in::{Endpoint, Handshake, Options, StandIn, APP_ID, APP_SECRET};
@@ -37,6 +36,36 @@ async fn read(broker: &str, topic: &str, expect: usize) -> Vec<common::Record> {
     tokio::task::spawn_blocking(move || read_topic(&b, &t, expect, Duration::from_secs(2)))
         .await
         .unwrap()
+}
+
+/// The mock cluster, a stand-in and the bridge in-process with both
+/// ingresses (so it is ready before it connects), connected.
+async fn in_process(
+    props: &[(&str, &str)],
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    StandIn,
+    InProcess,
+) {
+    let (cluster, bootstrap) = mock_cluster();
+    let stand_in = StandIn::start(Options::default()).await;
+    let mut config = InProcess::config(bootstrap.clone(), 2000, props);
+    config.ingress = IngressMode::Both;
+    config.long_connection = Some(LongConnectionConfig {
+        app_id: APP_ID.into(),
+        app_secret: Secret::new(APP_SECRET),
+        domain: stand_in.base_url.clone(),
+        pong_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+    });
+    let bridge = InProcess::start_config(config).await;
+    stand_in
+        .wait(Duration::from_secs(10), "a connection", |s| {
+            s.connections == 1
+        })
+        .await;
+    (cluster, bootstrap, stand_in, bridge)
 }
 
 fn ids(records: &[common::Record]) -> HashMap<String, usize> {
@@ -83,15 +112,7 @@ async fn whole_fragmented_interleaved_and_repeated_events_arrive_once_each() {
     pushed.extend(stand_in.push(&[(serde_json::to_vec(&other).unwrap(), 1)], false));
     stand_in.push_card();
 
-    let give_up = Instant::now() + Duration::from_secs(15);
-    while !stand_in.acked_ok(&pushed) {
-        assert!(
-            Instant::now() < give_up,
-            "acks: {:?}",
-            stand_in.state().acks
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stand_in.wait_acked(&pushed, Duration::from_secs(15)).await;
     {
         let st = stand_in.state();
         assert!(st.acks.iter().all(|a| a.code == 200), "{:?}", st.acks);
@@ -201,11 +222,7 @@ async fn a_silent_half_open_connection_is_replaced_within_ping_interval_plus_pon
         "{m}"
     );
     let ids = stand_in.push(&[(event("lc-after-half-open", "oc_h"), 1)], false);
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while !stand_in.acked_ok(&ids) {
-        assert!(Instant::now() < give_up);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stand_in.wait_acked(&ids, Duration::from_secs(10)).await;
     assert_eq!(read(&broker.bootstrap, &topic, 1).await.len(), 1);
 }
 
@@ -227,11 +244,7 @@ async fn tcp_dropped_mid_frame_reconnects_and_unacked_events_are_pushed_again() 
         })
         .await;
     let ids = stand_in.push(&[(event("lc-after-drop", "oc_d"), 2)], false);
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while !stand_in.acked_ok(&ids) {
-        assert!(Instant::now() < give_up);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stand_in.wait_acked(&ids, Duration::from_secs(10)).await;
     let m = bridge.metrics().await;
     assert_eq!(
         metric(
@@ -346,28 +359,8 @@ async fn a_client_config_in_a_pong_is_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_kafka_write_is_acked_500_and_lands_after_the_repush() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic(TOPIC, common::PARTITIONS, 1).unwrap();
-    cluster
-        .create_topic(&format!("{TOPIC}.dlq"), common::PARTITIONS, 1)
-        .unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let stand_in = StandIn::start(Options::default()).await;
-    let mut config = InProcess::config(bootstrap.clone(), 2000, &[("message.timeout.ms", "1000")]);
-    config.ingress = IngressMode::Both;
-    config.long_connection = Some(LongConnectionConfig {
-        app_id: APP_ID.into(),
-        app_secret: Secret::new(APP_SECRET),
-        domain: stand_in.base_url.clone(),
-        pong_timeout: Duration::from_secs(5),
-        connect_timeout: Duration::from_secs(5),
-    });
-    let bridge = InProcess::start_config(config).await;
-    stand_in
-        .wait(Duration::from_secs(10), "a connection", |s| {
-            s.connections == 1
-        })
-        .await;
+    let (cluster, bootstrap, stand_in, bridge) =
+        in_process(&[("message.timeout.ms", "1000")]).await;
 
     // Every produce attempt fails for a while (retriable), so librdkafka
     // gives up when message.timeout.ms runs out.
@@ -383,11 +376,7 @@ async fn a_failed_kafka_write_is_acked_500_and_lands_after_the_repush() {
         .await;
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
     // The stand-in pushes again after each 500, as Feishu does.
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while !stand_in.acked_ok(&ids) {
-        assert!(Instant::now() < give_up, "{:?}", stand_in.state().acks);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stand_in.wait_acked(&ids, Duration::from_secs(20)).await;
     let m = bridge.metrics().await;
     assert!(
         metric(
@@ -400,5 +389,40 @@ async fn a_failed_kafka_write_is_acked_500_and_lands_after_the_repush() {
     let records = read(&bootstrap, TOPIC, 1).await;
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value["event_id"], "lc-kafka-fails");
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_events_acks_them_and_closes_the_socket() {
+    let (cluster, bootstrap, stand_in, bridge) = in_process(&[]).await;
+
+    // Kafka answers slowly, so the events are still in flight at shutdown.
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(800))
+        .unwrap();
+    let pushed = stand_in.push(
+        &(0..5)
+            .map(|i| (event(&format!("lc-drain-{i}"), "oc_drain"), 1))
+            .collect::<Vec<_>>(),
+        false,
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stand_in.state().acks.is_empty(),
+        "acked before Kafka answered"
+    );
+    bridge.stop().await;
+    assert!(
+        stand_in.acked_ok(&pushed),
+        "acks: {:?}",
+        stand_in.state().acks
+    );
+    stand_in
+        .wait(Duration::from_secs(2), "a close frame", |s| {
+            s.close_frames == 1
+        })
+        .await;
+    cluster.broker_round_trip_time(1, Duration::ZERO).unwrap();
+    assert_eq!(ids(&read(&bootstrap, TOPIC, 5).await).len(), 5);
     drop(cluster);
 }

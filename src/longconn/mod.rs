@@ -297,9 +297,8 @@ impl LongConnection {
                         ),
                         Some(Ok(Message::Binary(bytes))) => {
                             waiting_since = None;
-                            if let Some(new_interval) = self.on_frame(&bytes, &mut fragments, &mut tasks, &ack_tx, client_config) {
-                                info!(ingress = VIA.as_str(), ping_interval_s = new_interval.as_secs(), config = ?client_config, "applied the ClientConfig from a pong");
-                                next_ping = Instant::now() + new_interval;
+                            if let Some(interval) = self.on_frame(&bytes, &mut fragments, &mut tasks, &ack_tx, client_config) {
+                                next_ping = Instant::now() + interval;
                             }
                         }
                         Some(Ok(_)) => {
@@ -407,12 +406,10 @@ impl LongConnection {
                     .filter(|p| !p.is_empty())
                     .and_then(|p| serde_json::from_slice::<ConfigUpdate>(p).ok())?;
                 let before = client_config.ping_interval;
-                (client_config.apply(&update) && client_config.ping_interval != before)
-                    .then_some(client_config.ping_interval)
-                    .or_else(|| {
-                        debug!(ingress = VIA.as_str(), config = ?client_config, "pong carried a ClientConfig");
-                        None
-                    })
+                if client_config.apply(&update) {
+                    info!(ingress = VIA.as_str(), config = ?client_config, "applied the ClientConfig from a pong");
+                }
+                (client_config.ping_interval != before).then_some(client_config.ping_interval)
             }
             Kind::Event => {
                 let received = Instant::now();

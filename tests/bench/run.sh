@@ -21,7 +21,7 @@ ROOT=$PWD
 RUNS=3 SECONDS_PER=4 SYSTEMS="bridge bare python node" CONC="1 16 64 256" VCONC="64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" USERS="1" DUPS="0.2" MEMORY=0 HALF=0 REPORT=0 ;;
+    --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" VCONC="16" USERS="1" DUPS="0.2" MEMORY=0 HALF=0 REPORT=0 ;;
     --quick) RUNS=1 USERS="1" DUPS="0" ;;
     --runs) RUNS=$2; shift ;;
     --seconds) SECONDS_PER=$2; shift ;;

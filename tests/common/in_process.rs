@@ -12,6 +12,20 @@ use super::{Feishu, ENCRYPT_KEY, TOKEN};
 
 pub const TOPIC: &str = "withdrawn.faults";
 
+/// librdkafka's mock cluster (one broker) with `TOPIC` and its DLQ created.
+pub fn mock_cluster() -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic(TOPIC, super::PARTITIONS, 1).unwrap();
+    cluster
+        .create_topic(&format!("{TOPIC}.dlq"), super::PARTITIONS, 1)
+        .unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    (cluster, bootstrap)
+}
+
 pub struct InProcess {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,

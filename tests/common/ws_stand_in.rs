@@ -222,6 +222,19 @@ impl StandIn {
             .all(|id| st.outbox.get(id).is_some_and(|p| p.acked))
     }
 
+    /// Waits until every one of `ids` was acked with code 200.
+    pub async fn wait_acked(&self, ids: &[String], within: Duration) {
+        let give_up = Instant::now() + within;
+        while !self.acked_ok(ids) {
+            assert!(
+                Instant::now() < give_up,
+                "stand-in: not acked within {within:?}; acks: {:?}",
+                self.state().acks
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls `cond` every 20 ms for at most `within`.
     pub async fn wait(&self, within: Duration, what: &str, cond: impl Fn(&State) -> bool) {
         let give_up = Instant::now() + within;
