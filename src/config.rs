@@ -452,11 +452,7 @@ impl Settings {
         let domain = match self.domain.trim() {
             "feishu" => FEISHU_DOMAIN.to_owned(),
             "lark" => LARK_DOMAIN.to_owned(),
-            url if (url.starts_with("https://") || url.starts_with("http://"))
-                && reqwest::Url::parse(url).is_ok() =>
-            {
-                url.trim_end_matches('/').to_owned()
-            }
+            url if has_host(url) => url.trim_end_matches('/').to_owned(),
             other => {
                 return Err(invalid(
                     "FEISHU_DOMAIN",
@@ -517,6 +513,19 @@ fn secret(
         ));
     }
     Ok(Some(Secret(raw)))
+}
+
+/// `http(s)://host…`: enough to catch a typo at start-up; the endpoint
+/// call reports anything subtler.
+fn has_host(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        r.split(['/', '?', '#'])
+            .next()
+            .is_some_and(|host| !host.is_empty() && !host.contains(char::is_whitespace))
+    })
 }
 
 fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
@@ -666,44 +675,34 @@ mod tests {
         assert_eq!(err.setting, "FEISHU_APP_ID");
         let err = parse(&["--ingress", "both", "--app-id", "cli_1"]).unwrap_err();
         assert_eq!(err.setting, "FEISHU_APP_SECRET");
-        let err = parse(&[
-            "--ingress",
-            "long-connection",
-            "--app-id",
-            "cli_1",
-            "--app-secret",
-            "s",
-            "--domain",
-            "larkk",
-        ])
-        .unwrap_err();
-        assert_eq!(err.setting, "FEISHU_DOMAIN");
-        let ok = parse(&[
-            "--ingress",
-            "long-connection",
-            "--app-id",
-            "cli_1",
-            "--app-secret",
-            "s",
-            "--domain",
-            "lark",
-        ])
-        .unwrap();
-        let lc = ok.long_connection.expect("configured");
+        let with_domain = |domain: &'static str| {
+            parse(&[
+                "--ingress",
+                "long-connection",
+                "--app-id",
+                "cli_1",
+                "--app-secret",
+                "s",
+                "--domain",
+                domain,
+            ])
+        };
+        assert_eq!(with_domain("larkk").unwrap_err().setting, "FEISHU_DOMAIN");
+        assert_eq!(
+            with_domain("https:///x").unwrap_err().setting,
+            "FEISHU_DOMAIN"
+        );
+        let lc = with_domain("lark")
+            .unwrap()
+            .long_connection
+            .expect("configured");
         assert_eq!(lc.domain, LARK_DOMAIN);
         assert_eq!(lc.app_secret.expose(), "s");
-        let ok = parse(&[
-            "--ingress",
-            "long-connection",
-            "--app-id",
-            "cli_1",
-            "--app-secret",
-            "s",
-            "--domain",
-            "http://127.0.0.1:9/",
-        ])
-        .unwrap();
-        assert_eq!(ok.long_connection.unwrap().domain, "http://127.0.0.1:9");
+        let lc = with_domain("http://127.0.0.1:9/")
+            .unwrap()
+            .long_connection
+            .unwrap();
+        assert_eq!(lc.domain, "http://127.0.0.1:9");
         // Webhook only: no credentials needed, none kept.
         assert!(parse(&[]).unwrap().long_connection.is_none());
     }

@@ -27,6 +27,28 @@ fn env_for<'a>(stand_in: &'a StandIn, pong_timeout_ms: &'a str) -> Vec<(&'a str,
     ]
 }
 
+/// The real broker, a fresh topic, a stand-in (ping 1 s, reconnect nonce 0)
+/// and the bridge binary in long-connection mode, connected to it.
+async fn connected(
+    test: &str,
+    pong_timeout_ms: &str,
+) -> (&'static Broker, String, StandIn, Bridge) {
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, test);
+    let stand_in = StandIn::start(Options::default()).await;
+    let bridge = Bridge::start(
+        &broker.bootstrap,
+        &topic,
+        &env_for(&stand_in, pong_timeout_ms),
+    );
+    stand_in
+        .wait(Duration::from_secs(10), "a connection", |s| {
+            s.connections == 1
+        })
+        .await;
+    (broker, topic, stand_in, bridge)
+}
+
 fn event(id: &str, chat: &str) -> Vec<u8> {
     serde_json::to_vec(&withdrawal(id, chat)).unwrap()
 }
@@ -79,15 +101,7 @@ fn ids(records: &[common::Record]) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_fragmented_interleaved_and_repeated_events_arrive_once_each() {
-    let broker = Broker::shared();
-    let (topic, _) = topics(broker, "lc_events");
-    let stand_in = StandIn::start(Options::default()).await;
-    let bridge = Bridge::start(&broker.bootstrap, &topic, &env_for(&stand_in, "5000"));
-    stand_in
-        .wait(Duration::from_secs(10), "a connection", |s| {
-            s.connections == 1
-        })
-        .await;
+    let (broker, topic, stand_in, bridge) = connected("lc_events", "5000").await;
 
     // Whole events, then fragmented ones (3, 4 and 7 parts) interleaved,
     // then a re-delivery of an event under a new message_id, an event of
@@ -184,15 +198,7 @@ async fn whole_fragmented_interleaved_and_repeated_events_arrive_once_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_half_open_connection_is_replaced_within_ping_interval_plus_pong_timeout() {
-    let broker = Broker::shared();
-    let (topic, _) = topics(broker, "lc_half_open");
-    let stand_in = StandIn::start(Options::default()).await; // ping 1 s, nonce 0
-    let bridge = Bridge::start(&broker.bootstrap, &topic, &env_for(&stand_in, "1000"));
-    stand_in
-        .wait(Duration::from_secs(10), "a connection", |s| {
-            s.connections == 1
-        })
-        .await;
+    let (broker, topic, stand_in, bridge) = connected("lc_half_open", "1000").await;
     stand_in
         .wait(Duration::from_secs(5), "a ping", |s| !s.pings.is_empty())
         .await;
@@ -228,15 +234,7 @@ async fn a_silent_half_open_connection_is_replaced_within_ping_interval_plus_pon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_dropped_mid_frame_reconnects_and_unacked_events_are_pushed_again() {
-    let broker = Broker::shared();
-    let (topic, _) = topics(broker, "lc_drop");
-    let stand_in = StandIn::start(Options::default()).await;
-    let bridge = Bridge::start(&broker.bootstrap, &topic, &env_for(&stand_in, "5000"));
-    stand_in
-        .wait(Duration::from_secs(10), "a connection", |s| {
-            s.connections == 1
-        })
-        .await;
+    let (broker, topic, stand_in, bridge) = connected("lc_drop", "5000").await;
     stand_in.drop_mid_frame();
     stand_in
         .wait(Duration::from_secs(5), "a second connection", |s| {

@@ -4,7 +4,8 @@
 //! * as a raw body, correctly signed (so fuzzing reaches decryption);
 //! * as a plaintext envelope, encrypted and signed as Feishu would (so
 //!   fuzzing reaches classification and normalization through the crypto);
-//! * as a raw body to a bridge without a key (plaintext mode).
+//! * as a raw body to a bridge without a key (plaintext mode);
+//! * as the payload of a long-connection event frame.
 //! Any panic is a bug.
 #![no_main]
 #![allow(dead_code)]
@@ -26,16 +27,21 @@ const TOKEN: &str = "fuzz-token";
 
 fn exercise(verifier: &Verifier, body: &[u8], headers: SignatureHeaders<'_>, now: SystemTime) {
     if let Ok(Inbound::Event(event)) = verifier.verify(body, headers, now) {
-        let _ = event.event_id();
-        match record::normalize(&event, 0) {
-            Ok(rec) => {
-                let _ = serde_json::to_vec(&rec);
-            }
-            Err(reason) => {
-                let dl = record::DeadLetter::new(&event, &reason, 0);
-                let _ = dl.chat_id();
-                let _ = serde_json::to_vec(&dl);
-            }
+        publish(&event);
+    }
+}
+
+/// What the pipeline does with an accepted event, short of Kafka.
+fn publish(event: &protocol::VerifiedEvent) {
+    let _ = event.event_id();
+    match record::normalize(event, 0) {
+        Ok(rec) => {
+            let _ = serde_json::to_vec(&rec);
+        }
+        Err(reason) => {
+            let dl = record::DeadLetter::new(event, &reason, 0);
+            let _ = dl.chat_id();
+            let _ = serde_json::to_vec(&dl);
         }
     }
 }
@@ -46,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     let key = config::Secret::new(KEY);
     let with_key = Verifier::new(Some(&key), Some(config::Secret::new(TOKEN)), Some(Duration::from_secs(300)));
     let enc = EncryptKey::new(KEY);
-    match mode % 4 {
+    match mode % 5 {
         0 => exercise(&with_key, rest, SignatureHeaders::default(), now),
         1 => {
             let sig = enc.sign("1700000000", "n", rest);
@@ -59,6 +65,12 @@ fuzz_target!(|data: &[u8]| {
             let h = SignatureHeaders { timestamp: Some("1700000000"), nonce: Some("n"), signature: Some(&sig) };
             exercise(&with_key, body.as_bytes(), h, now);
         }
-        _ => exercise(&Verifier::new(None, None, None), rest, SignatureHeaders::default(), now),
+        3 => exercise(&Verifier::new(None, None, None), rest, SignatureHeaders::default(), now),
+        // An event frame's payload from the long connection.
+        _ => {
+            if let Ok(event) = protocol::from_long_connection(rest) {
+                publish(&event);
+            }
+        }
     }
 });
