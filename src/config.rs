@@ -313,18 +313,26 @@ pub struct Config {
 impl Settings {
     /// Validates the raw settings; the error names the first bad setting.
     pub fn validate(&self) -> Result<Config, ConfigError> {
-        let encrypt_key = secret(
-            &self.encrypt_key,
-            &self.encrypt_key_file,
-            "FEISHU_ENCRYPT_KEY",
-            "FEISHU_ENCRYPT_KEY_FILE",
-        )?;
-        let verification_token = secret(
-            &self.verification_token,
-            &self.verification_token_file,
-            "FEISHU_VERIFICATION_TOKEN",
-            "FEISHU_VERIFICATION_TOKEN_FILE",
-        )?;
+        // Each ingress reads only its own secrets, so that one Secret with
+        // every key (some empty) serves all modes.
+        let (encrypt_key, verification_token) = if self.ingress.webhook() {
+            (
+                secret(
+                    &self.encrypt_key,
+                    &self.encrypt_key_file,
+                    "FEISHU_ENCRYPT_KEY",
+                    "FEISHU_ENCRYPT_KEY_FILE",
+                )?,
+                secret(
+                    &self.verification_token,
+                    &self.verification_token_file,
+                    "FEISHU_VERIFICATION_TOKEN",
+                    "FEISHU_VERIFICATION_TOKEN_FILE",
+                )?,
+            )
+        } else {
+            (None, None)
+        };
 
         if !self.event_path.starts_with('/') || self.event_path.len() < 2 {
             return Err(invalid(
@@ -703,6 +711,21 @@ mod tests {
             .long_connection
             .unwrap();
         assert_eq!(lc.domain, "http://127.0.0.1:9");
+        // The webhook's secrets are not read in long-connection-only mode
+        // (an empty one would otherwise stop start-up).
+        let lc = parse(&[
+            "--ingress",
+            "long-connection",
+            "--app-id",
+            "cli_1",
+            "--app-secret",
+            "s",
+            "--encrypt-key",
+            "",
+        ])
+        .unwrap();
+        assert!(lc.encrypt_key.is_none());
+        assert!(parse(&["--encrypt-key", ""]).is_err());
         // Webhook only: no credentials needed, none kept.
         assert!(parse(&[]).unwrap().long_connection.is_none());
     }
