@@ -350,15 +350,11 @@ impl Settings {
             ));
         }
 
-        let brokers = match self.brokers.as_deref().map(str::trim) {
-            Some(b) if !b.is_empty() => b.to_owned(),
-            _ => {
-                return Err(invalid(
-                    "KAFKA_BROKERS",
-                    "is required (comma-separated host:port list)",
-                ))
-            }
-        };
+        let brokers = required(
+            &self.brokers,
+            "KAFKA_BROKERS",
+            "is required (comma-separated host:port list)",
+        )?;
         validate_topic("KAFKA_TOPIC", &self.topic)?;
         let dlq_topic = self
             .dlq_topic
@@ -436,15 +432,11 @@ impl Settings {
 
 impl Settings {
     fn long_connection(&self) -> Result<LongConnectionConfig, ConfigError> {
-        let app_id = match self.app_id.as_deref().map(str::trim) {
-            Some(id) if !id.is_empty() => id.to_owned(),
-            _ => {
-                return Err(invalid(
-                    "FEISHU_APP_ID",
-                    "is required with BRIDGE_INGRESS=long-connection or both",
-                ))
-            }
-        };
+        let app_id = required(
+            &self.app_id,
+            "FEISHU_APP_ID",
+            "is required with BRIDGE_INGRESS=long-connection or both",
+        )?;
         let app_secret = secret(
             &self.app_secret,
             &self.app_secret_file,
@@ -521,6 +513,18 @@ fn secret(
         ));
     }
     Ok(Some(Secret(raw)))
+}
+
+/// A setting that must be present and not blank, trimmed.
+fn required(
+    value: &Option<String>,
+    setting: &'static str,
+    reason: &'static str,
+) -> Result<String, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(invalid(setting, reason)),
+    }
 }
 
 /// `http(s)://host…`: enough to catch a typo at start-up; the endpoint
@@ -683,18 +687,19 @@ mod tests {
         assert_eq!(err.setting, "FEISHU_APP_ID");
         let err = parse(&["--ingress", "both", "--app-id", "cli_1"]).unwrap_err();
         assert_eq!(err.setting, "FEISHU_APP_SECRET");
-        let with_domain = |domain: &'static str| {
-            parse(&[
+        let long_connection_with = |extra: &[&'static str]| {
+            let mut args = vec![
                 "--ingress",
                 "long-connection",
                 "--app-id",
                 "cli_1",
                 "--app-secret",
                 "s",
-                "--domain",
-                domain,
-            ])
+            ];
+            args.extend_from_slice(extra);
+            parse(&args)
         };
+        let with_domain = |domain: &'static str| long_connection_with(&["--domain", domain]);
         assert_eq!(with_domain("larkk").unwrap_err().setting, "FEISHU_DOMAIN");
         assert_eq!(
             with_domain("https:///x").unwrap_err().setting,
@@ -713,17 +718,7 @@ mod tests {
         assert_eq!(lc.domain, "http://127.0.0.1:9");
         // The webhook's secrets are not read in long-connection-only mode
         // (an empty one would otherwise stop start-up).
-        let lc = parse(&[
-            "--ingress",
-            "long-connection",
-            "--app-id",
-            "cli_1",
-            "--app-secret",
-            "s",
-            "--encrypt-key",
-            "",
-        ])
-        .unwrap();
+        let lc = long_connection_with(&["--encrypt-key", ""]).unwrap();
         assert!(lc.encrypt_key.is_none());
         assert!(parse(&["--encrypt-key", ""]).is_err());
         // Webhook only: no credentials needed, none kept.
