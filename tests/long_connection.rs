@@ -63,6 +63,7 @@ async fn read(broker: &str, topic: &str, expect: usize) -> Vec<common::Record> {
 /// The mock cluster, a stand-in and the bridge in-process with both
 /// ingresses (so it is ready before it connects), connected.
 async fn in_process(
+    deadline_ms: u64,
     props: &[(&str, &str)],
 ) -> (
     rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
@@ -72,7 +73,7 @@ async fn in_process(
 ) {
     let (cluster, bootstrap) = mock_cluster();
     let stand_in = StandIn::start(Options::default()).await;
-    let mut config = InProcess::config(bootstrap.clone(), 2000, props);
+    let mut config = InProcess::config(bootstrap.clone(), deadline_ms, props);
     config.ingress = IngressMode::Both;
     config.long_connection = Some(LongConnectionConfig {
         app_id: APP_ID.into(),
@@ -358,7 +359,7 @@ async fn a_client_config_in_a_pong_is_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_kafka_write_is_acked_500_and_lands_after_the_repush() {
     let (cluster, bootstrap, stand_in, bridge) =
-        in_process(&[("message.timeout.ms", "1000")]).await;
+        in_process(2000, &[("message.timeout.ms", "1000")]).await;
 
     // Every produce attempt fails for a while (retriable), so librdkafka
     // gives up when message.timeout.ms runs out.
@@ -392,7 +393,9 @@ async fn a_failed_kafka_write_is_acked_500_and_lands_after_the_repush() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_events_acks_them_and_closes_the_socket() {
-    let (cluster, bootstrap, stand_in, bridge) = in_process(&[]).await;
+    // A deadline well above the slow acks below: under a loaded CI machine,
+    // 800 ms per round trip once went past 2 s and the acks became 500s.
+    let (cluster, bootstrap, stand_in, bridge) = in_process(6000, &[]).await;
 
     // Kafka answers slowly, so the events are still in flight at shutdown.
     cluster
