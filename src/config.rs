@@ -183,6 +183,27 @@ pub struct Settings {
     #[arg(long, env = "BRIDGE_DEDUP_CAPACITY", default_value_t = 1_000_000)]
     pub dedup_capacity: u64,
 
+    /// Share the dedup memory through Kafka: read the record and dead-letter
+    /// topics back at start-up (warm start) and while running (follow), so
+    /// that every replica knows every id any replica published.
+    #[arg(
+        long,
+        env = "BRIDGE_DEDUP_FOLLOW",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub dedup_follow: bool,
+
+    /// Longest the warm start may hold readiness back once Kafka answers,
+    /// in seconds; past it the replica becomes ready with what it has read.
+    #[arg(
+        long,
+        env = "BRIDGE_DEDUP_WARM_START_BUDGET_SECS",
+        default_value_t = 120
+    )]
+    pub dedup_warm_start_budget_secs: u64,
+
     /// How long a request waits for Kafka's acknowledgement before answering 503, in ms.
     #[arg(long, env = "BRIDGE_PUBLISH_DEADLINE_MS", default_value_t = 2500)]
     pub publish_deadline_ms: u64,
@@ -298,6 +319,9 @@ pub struct Config {
     pub kafka_properties: Vec<(String, Secret)>,
     pub dedup_ttl: Duration,
     pub dedup_capacity: u64,
+    /// Read the topics back into the dedup memory (warm start + follow).
+    pub dedup_follow: bool,
+    pub dedup_warm_start_budget: Duration,
     pub publish_deadline: Duration,
     pub body_limit_bytes: usize,
     pub body_timeout: Duration,
@@ -396,6 +420,10 @@ impl Settings {
 
         positive("BRIDGE_DEDUP_TTL_SECS", self.dedup_ttl_secs)?;
         positive("BRIDGE_DEDUP_CAPACITY", self.dedup_capacity)?;
+        positive(
+            "BRIDGE_DEDUP_WARM_START_BUDGET_SECS",
+            self.dedup_warm_start_budget_secs,
+        )?;
         positive("BRIDGE_PUBLISH_DEADLINE_MS", self.publish_deadline_ms)?;
         positive("BRIDGE_BODY_LIMIT_BYTES", self.body_limit_bytes as u64)?;
         positive("BRIDGE_BODY_TIMEOUT_MS", self.body_timeout_ms)?;
@@ -416,6 +444,8 @@ impl Settings {
             kafka_properties,
             dedup_ttl: Duration::from_secs(self.dedup_ttl_secs),
             dedup_capacity: self.dedup_capacity,
+            dedup_follow: self.dedup_follow,
+            dedup_warm_start_budget: Duration::from_secs(self.dedup_warm_start_budget_secs),
             publish_deadline: Duration::from_millis(self.publish_deadline_ms),
             body_limit_bytes: self.body_limit_bytes,
             body_timeout: Duration::from_millis(self.body_timeout_ms),
@@ -613,6 +643,29 @@ mod tests {
         assert_eq!(cfg.timestamp_window, Some(Duration::from_secs(300)));
         assert_eq!(cfg.dedup_capacity, 1_000_000);
         assert_eq!(cfg.dedup_ttl, Duration::from_secs(8 * 3600));
+        assert!(cfg.dedup_follow);
+        assert_eq!(cfg.dedup_warm_start_budget, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn dedup_follow_takes_a_boolean_and_the_budget_must_be_positive() {
+        for (v, want) in [("false", false), ("0", false), ("true", true), ("on", true)] {
+            let cfg = settings(&["--brokers", "k:1", &format!("--dedup-follow={v}")])
+                .validate()
+                .expect("valid");
+            assert_eq!(cfg.dedup_follow, want, "{v}");
+        }
+        let argv = [
+            "feishu-kafka-bridge",
+            "--brokers",
+            "k:1",
+            "--dedup-follow=maybe",
+        ];
+        assert!(Cli::try_parse_from(argv).is_err());
+        let err = settings(&["--brokers", "k:1", "--dedup-warm-start-budget-secs", "0"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.setting, "BRIDGE_DEDUP_WARM_START_BUDGET_SECS");
     }
 
     #[test]

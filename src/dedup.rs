@@ -21,12 +21,20 @@
 //! found re-published duplicates once the cache was full.) Expired ids are
 //! dropped from the queue's head as new ones arrive. In-flight ids sit in a
 //! small map whose size is bounded by the requests in progress.
+//!
+//! Ids also come from outside this process: the follower
+//! (`crate::follower`) reads back what every replica wrote to Kafka and
+//! [`Dedup::learn`]s each id with an expiry counted from the record's
+//! timestamp. Until its warm start has read the topics, the memory is
+//! *incomplete* ([`Dedup::incomplete`]) and a claim answers
+//! [`Claim::Incomplete`]: it cannot tell a retry from a first delivery.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -47,6 +55,9 @@ pub enum Claim {
     InFlight(watch::Receiver<Option<Settled>>),
     /// Already published.
     Published,
+    /// The memory is still being read back from Kafka: whether this id was
+    /// published is unknown, so it must not be published now.
+    Incomplete,
 }
 
 struct Inner {
@@ -57,6 +68,9 @@ struct Inner {
     hashers: (RandomState, RandomState),
     epoch: Instant,
     ttl_secs: u32,
+    /// False until the warm start has read the topics back.
+    complete: AtomicBool,
+    completed: watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -65,7 +79,18 @@ pub struct Dedup {
 }
 
 impl Dedup {
+    /// A memory that starts empty and complete: only this process feeds it.
     pub fn new(ttl: Duration, capacity: u64) -> Self {
+        Self::build(ttl, capacity, true)
+    }
+
+    /// A memory that refuses claims until [`Dedup::mark_complete`]: the
+    /// follower's warm start fills it first.
+    pub fn incomplete(ttl: Duration, capacity: u64) -> Self {
+        Self::build(ttl, capacity, false)
+    }
+
+    fn build(ttl: Duration, capacity: u64, complete: bool) -> Self {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
         Dedup {
             inner: Arc::new(Inner {
@@ -74,12 +99,58 @@ impl Dedup {
                 hashers: (RandomState::new(), RandomState::new()),
                 epoch: Instant::now(),
                 ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+                complete: AtomicBool::new(complete),
+                completed: watch::channel(complete).0,
             }),
         }
     }
 
+    pub fn is_complete(&self) -> bool {
+        self.inner.complete.load(Ordering::Acquire)
+    }
+
+    /// From now on claims are answered (the warm start finished or gave up).
+    pub fn mark_complete(&self) {
+        self.inner.complete.store(true, Ordering::Release);
+        self.inner.completed.send_replace(true);
+    }
+
+    /// Resolves once the memory is complete.
+    pub async fn wait_complete(&self) {
+        let mut rx = self.inner.completed.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|complete| *complete).await;
+    }
+
+    /// Remembers an id that some replica published, until `expires_at`
+    /// (wall-clock: the record's timestamp plus the TTL). Returns false
+    /// when it has already expired and was not remembered.
+    pub fn learn(&self, event_id: &str, expires_at: SystemTime) -> bool {
+        let left = match expires_at.duration_since(SystemTime::now()) {
+            Ok(left) if !left.is_zero() => left,
+            _ => return false,
+        };
+        let now = self.inner.now_secs();
+        // Rounded up: an id is forgotten no earlier than its record says.
+        let left_secs =
+            u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(u32::MAX);
+        let key = self.inner.key(event_id);
+        self.inner
+            .published
+            .insert(key, now.saturating_add(left_secs), now);
+        true
+    }
+
+    /// The TTL ids are remembered for.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(u64::from(self.inner.ttl_secs))
+    }
+
     /// Atomically claims `event_id`: exactly one concurrent caller becomes the owner.
     pub fn claim(&self, event_id: &str) -> Claim {
+        if !self.is_complete() {
+            return Claim::Incomplete;
+        }
         let key = self.inner.key(event_id);
         let mut in_flight = self.inner.lock();
         if let Some(slot) = in_flight.get(&key) {
@@ -190,7 +261,9 @@ struct Remembered {
 struct Shard {
     /// Id → the second (since `epoch`) at which it expires.
     expiry: HashMap<Key, u32, BuildHasherDefault<WordHasher>>,
-    /// Ids in insertion order, which is expiry order.
+    /// Ids in insertion order, which is expiry order for ids this process
+    /// published and close to it for ids read back from Kafka (the warm
+    /// start reads partitions oldest first, the follower as they arrive).
     order: VecDeque<Key>,
     capacity: usize,
 }
@@ -229,8 +302,14 @@ impl Remembered {
         let key = split(key);
         let mut shard = self.shard(key);
         let shard = &mut *shard;
-        if shard.expiry.insert(key, expires).is_none() {
-            shard.order.push_back(key);
+        match shard.expiry.get_mut(&key) {
+            // Learned again (a replica's own record read back, or a record
+            // and its re-delivery): the later expiry wins.
+            Some(e) => *e = (*e).max(expires),
+            None => {
+                shard.expiry.insert(key, expires);
+                shard.order.push_back(key);
+            }
         }
         while let Some(&oldest) = shard.order.front() {
             let expired = shard.expiry.get(&oldest).is_none_or(|&e| e <= now);
@@ -436,5 +515,51 @@ mod tests {
             // ...and the oldest are not.
             assert!(matches!(d.claim("id-0"), Claim::Owner(_)));
         }
+    }
+
+    #[tokio::test]
+    async fn incomplete_memory_refuses_claims_until_marked() {
+        let d = Dedup::incomplete(Duration::from_secs(60), 100);
+        assert!(matches!(d.claim("e6"), Claim::Incomplete));
+        assert!(d.learn("e6", SystemTime::now() + Duration::from_secs(30)));
+        let waiter = tokio::spawn({
+            let d = d.clone();
+            async move { d.wait_complete().await }
+        });
+        d.mark_complete();
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("wait_complete resolves")
+            .unwrap();
+        assert!(matches!(d.claim("e6"), Claim::Published));
+        assert!(matches!(d.claim("e7"), Claim::Owner(_)));
+    }
+
+    #[test]
+    fn learned_ids_expire_from_the_record_timestamp() {
+        let d = dedup();
+        // A record whose TTL ran out already is not remembered at all.
+        assert!(!d.learn("old", SystemTime::now() - Duration::from_secs(1)));
+        assert!(matches!(d.claim("old"), Claim::Owner(_)));
+        // One with a little time left is remembered for that time only.
+        assert!(d.learn("young", SystemTime::now() + Duration::from_millis(1500)));
+        assert!(matches!(d.claim("young"), Claim::Published));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(matches!(d.claim("young"), Claim::Owner(_)));
+    }
+
+    #[test]
+    fn learning_a_published_id_keeps_the_later_expiry() {
+        let d = dedup();
+        let Claim::Owner(o) = d.claim("mine") else {
+            panic!()
+        };
+        o.settle(Settled::Published);
+        // The follower reads the replica's own record back with an older
+        // timestamp: the id must stay remembered for the full TTL.
+        assert!(d.learn("mine", SystemTime::now() + Duration::from_secs(1)));
+        std::thread::sleep(Duration::from_millis(2100));
+        assert!(matches!(d.claim("mine"), Claim::Published));
+        assert_eq!(d.len(), 1);
     }
 }

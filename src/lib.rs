@@ -9,6 +9,7 @@ pub mod allocator;
 pub mod config;
 pub mod dedup;
 pub mod demo;
+pub mod follower;
 pub mod ingress;
 pub mod longconn;
 pub mod metrics;
@@ -28,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, IngressMode};
 use crate::dedup::Dedup;
+use crate::follower::Follower;
 use crate::ingress::Ingress;
 use crate::longconn::LongConnection;
 use crate::metrics::Metrics;
@@ -46,9 +48,24 @@ pub async fn run(
     let metrics = Metrics::new();
     let sink = Sink::new(&config, metrics.clone())
         .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))?;
-    let dedup = Dedup::new(config.dedup_ttl, config.dedup_capacity);
+    // Shared through Kafka: incomplete until the follower's warm start has
+    // read the topics back. Per process: complete (and empty) at once.
+    let dedup = if config.dedup_follow {
+        Dedup::incomplete(config.dedup_ttl, config.dedup_capacity)
+    } else {
+        Dedup::new(config.dedup_ttl, config.dedup_capacity)
+    };
+    let follower = if config.dedup_follow {
+        Some(
+            Follower::new(&config, dedup.clone(), metrics.clone())
+                .map_err(|e| anyhow::anyhow!("cannot create the dedup follower's consumer: {e}"))?,
+        )
+    } else {
+        None
+    };
     let readiness = Arc::new(Readiness::new(
         config.ingress == IngressMode::LongConnection,
+        dedup.clone(),
     ));
     let pipeline = Pipeline::new(dedup, sink.clone());
 
@@ -96,8 +113,15 @@ pub async fn run(
         warn!("neither FEISHU_ENCRYPT_KEY nor FEISHU_VERIFICATION_TOKEN is set: callbacks are not authenticated");
     }
 
-    // The long connection stops taking frames when this turns true.
+    // The long connection and the follower stop when this turns true.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let follower = match follower {
+        Some(f) => Some(f.spawn(stop_rx.clone())?),
+        None => {
+            info!("dedup follower off (BRIDGE_DEDUP_FOLLOW=false): event_ids are remembered by this process only");
+            None
+        }
+    };
     let long_connection = config.long_connection.clone().map(|lc| {
         info!(domain = %lc.domain, app_id = %lc.app_id, "starting the long connection");
         metrics.long_connection.enabled.set(1);
@@ -138,6 +162,10 @@ pub async fn run(
     }
     readiness.set_kafka(false);
     readiness_task.abort();
+    if let Some(thread) = follower {
+        // It notices the stop within one poll.
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 
     let flush_timeout = config.flush_timeout;
     let queued = sink.queue_depth();

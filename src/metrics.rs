@@ -2,8 +2,8 @@
 //! dashboards and alerts depend on them): change them only with a changelog.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, dense around Feishu's 3 s deadline.
@@ -56,7 +56,36 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub build_info: IntGaugeVec,
     pub long_connection: LongConnectionMetrics,
+    pub follower: FollowerMetrics,
 }
+
+/// The dedup follower's series (`dedup_*`): what it learned from the topics
+/// and how far behind them it is.
+#[derive(Clone)]
+pub struct FollowerMetrics {
+    pub enabled: IntGauge,
+    pub ids_learned: IntCounterVec,
+    pub warm_start_duration: Gauge,
+    pub warm_start_budget_exceeded: IntGauge,
+    pub lag_records: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub last_poll: Gauge,
+    pub delay: Histogram,
+}
+
+/// Values of `dedup_ids_learned_total`'s `source` label.
+pub mod learned {
+    /// Read at start-up, before the replica became ready.
+    pub const WARM_START: &str = "warm_start";
+    /// Read while running: published by any replica since.
+    pub const FOLLOWED: &str = "followed";
+}
+
+/// From a record's timestamp to its id being known here: dense below a
+/// second, where the follower should be, and up to a minute for a lagging one.
+const FOLLOWER_DELAY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// The long connection's own series (`long_connection_*`).
 #[derive(Clone)]
@@ -147,7 +176,7 @@ impl Metrics {
         )
         .expect("metric");
         let ready =
-            IntGauge::new("ready", "1 while Kafka answers metadata for the topic").expect("metric");
+            IntGauge::new("ready", "1 while ready to take events (see /readyz)").expect("metric");
         let build_info = IntGaugeVec::new(
             Opts::new("build_info", "Always 1; labelled with the version"),
             &["version"],
@@ -201,6 +230,61 @@ impl Metrics {
             .expect("metric"),
         };
 
+        let follower = FollowerMetrics {
+            enabled: IntGauge::new(
+                "dedup_follower_enabled",
+                "1 when the dedup memory is shared through Kafka (BRIDGE_DEDUP_FOLLOW)",
+            )
+            .expect("metric"),
+            ids_learned: IntCounterVec::new(
+                Opts::new(
+                    "dedup_ids_learned_total",
+                    "event_ids learned by reading the record and dead-letter topics back, by source",
+                ),
+                &["source"],
+            )
+            .expect("metric"),
+            warm_start_duration: Gauge::new(
+                "dedup_warm_start_duration_seconds",
+                "How long the warm start took, from Kafka answering to the memory being complete (0 until then)",
+            )
+            .expect("metric"),
+            warm_start_budget_exceeded: IntGauge::new(
+                "dedup_warm_start_budget_exceeded",
+                "1 when the warm start ran out of BRIDGE_DEDUP_WARM_START_BUDGET_SECS and the replica became ready with an incomplete memory",
+            )
+            .expect("metric"),
+            lag_records: IntGaugeVec::new(
+                Opts::new(
+                    "dedup_follower_lag_records",
+                    "Records in the topic not yet read by this replica's follower",
+                ),
+                &["destination"],
+            )
+            .expect("metric"),
+            lag_seconds: GaugeVec::new(
+                Opts::new(
+                    "dedup_follower_lag_seconds",
+                    "While records are unread, the age of the last record read (0 when caught up)",
+                ),
+                &["destination"],
+            )
+            .expect("metric"),
+            last_poll: Gauge::new(
+                "dedup_follower_last_poll_timestamp_seconds",
+                "Unix time of the follower's last poll (at least once a second while it runs)",
+            )
+            .expect("metric"),
+            delay: Histogram::with_opts(
+                HistogramOpts::new(
+                    "dedup_follower_delay_seconds",
+                    "From a followed record's timestamp to its event_id being known by this replica",
+                )
+                .buckets(FOLLOWER_DELAY_BUCKETS.to_vec()),
+            )
+            .expect("metric"),
+        };
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(ignored_events.clone()),
@@ -218,6 +302,14 @@ impl Metrics {
             Box::new(long_connection.frames.clone()),
             Box::new(long_connection.fragments_dropped.clone()),
             Box::new(long_connection.ack_duration.clone()),
+            Box::new(follower.enabled.clone()),
+            Box::new(follower.ids_learned.clone()),
+            Box::new(follower.warm_start_duration.clone()),
+            Box::new(follower.warm_start_budget_exceeded.clone()),
+            Box::new(follower.lag_records.clone()),
+            Box::new(follower.lag_seconds.clone()),
+            Box::new(follower.last_poll.clone()),
+            Box::new(follower.delay.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -247,6 +339,11 @@ impl Metrics {
         }
         for d in ["record", "dead_letter"] {
             publish_duration.with_label_values(&[d]);
+            follower.lag_records.with_label_values(&[d]);
+            follower.lag_seconds.with_label_values(&[d]);
+        }
+        for source in [learned::WARM_START, learned::FOLLOWED] {
+            follower.ids_learned.with_label_values(&[source]);
         }
         for kind in crate::sink::PublishError::KINDS {
             delivery_errors.with_label_values(&[kind]);
@@ -264,6 +361,7 @@ impl Metrics {
             ready,
             build_info,
             long_connection,
+            follower,
         }
     }
 
@@ -329,6 +427,9 @@ mod tests {
             "feishu_bridge_long_connection_connected 0",
             "feishu_bridge_request_duration_seconds_bucket",
             "feishu_bridge_build_info{version=",
+            "feishu_bridge_dedup_ids_learned_total{source=\"warm_start\"} 0",
+            "feishu_bridge_dedup_follower_lag_seconds{destination=\"dead_letter\"} 0",
+            "feishu_bridge_dedup_follower_delay_seconds_bucket",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

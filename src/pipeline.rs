@@ -38,6 +38,8 @@ pub enum Unavailable {
     EarlierCopyPending,
     #[error("an earlier copy of this event failed to publish")]
     EarlierCopyFailed,
+    #[error("the deduplication memory is still being read back from Kafka (warm start)")]
+    WarmingUp,
 }
 
 #[derive(Clone)]
@@ -72,6 +74,7 @@ impl Pipeline {
         };
         match self.dedup.claim(&event_id) {
             Claim::Published => Answer::Duplicate,
+            Claim::Incomplete => Answer::Unavailable(Unavailable::WarmingUp),
             Claim::InFlight(rx) => {
                 match dedup::wait(rx, deadline.saturating_duration_since(Instant::now())).await {
                     Some(Settled::Published) => Answer::Duplicate,

@@ -7,7 +7,7 @@
 //! `{"code":500}` when the record could not be written, so Feishu pushes the
 //! event again.
 //!
-//! Protocol (shared/protocol.md §8 and the official SDKs' ws clients):
+//! Protocol (the official SDKs' ws clients):
 //! `POST {domain}/callback/ws/endpoint` hands out a one-time `wss://` URL and
 //! a [`ClientConfig`]; frames are protobuf [`frame::Frame`]s; the client pings
 //! every `PingInterval` and the server's pong may carry a new config.
@@ -158,6 +158,19 @@ impl LongConnection {
                 return;
             }
         };
+        // Feishu pushes to whichever connection is up: dialling before the
+        // warm start has read the dedup memory back would only answer its
+        // events `{"code":500}`.
+        if !self.pipeline.dedup().is_complete() {
+            info!(
+                ingress = VIA.as_str(),
+                "long connection: waiting for the dedup warm start before dialling"
+            );
+            tokio::select! {
+                _ = self.pipeline.dedup().wait_complete() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
         let mut client_config = ClientConfig::default();
         let mut failures: u32 = 0;
         let mut first = true;

@@ -1,0 +1,640 @@
+//! The follower: feeds the dedup memory from the topics themselves, so that
+//! it survives restarts and spans replicas.
+//!
+//! Every record and dead letter the bridge writes carries its `event_id` in
+//! a header, so the two topics are already a durable, shared log of every id
+//! any replica published. The follower reads them back:
+//!
+//! * **Warm start.** At start-up it looks up, per partition, the first
+//!   offset younger than the TTL (ListOffsets by timestamp) and the end
+//!   offset, reads that range, and [`Dedup::learn`]s every id with an expiry
+//!   counted from the record's timestamp. Records are filtered by timestamp
+//!   here too: not every broker answers the lookup precisely (tansu 0.6
+//!   answers it with the earliest offset). When the range holds more records
+//!   than the capacity, each partition is read only for its newest share, so
+//!   the newest ids win. Until the range is read, or the budget runs out, the
+//!   memory is incomplete: claims are refused (503 / `{"code":500}`) and the
+//!   replica is not ready. Past the budget the replica becomes ready anyway
+//!   (availability over a perfect memory), says so in a warning and a metric,
+//!   and keeps reading the rest in the background.
+//! * **Follow.** Then it keeps reading both topics as they grow, so an id
+//!   published by another replica is known here a moment later (measured in
+//!   README.md, Guarantees). Partitions are assigned explicitly: no
+//!   consumer-group membership, no offset commits; partitions added later
+//!   are picked up from their beginning.
+//!
+//! It runs on a thread of its own: librdkafka's consumer API blocks, and the
+//! work (a header lookup and a hash per record) must not compete with the
+//! request path's Tokio workers for scheduling.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::dedup::Dedup;
+use crate::metrics::{learned, Metrics};
+use crate::sink::Destination;
+
+/// The group id the follower's consumer carries. librdkafka needs one to
+/// assign partitions; the follower never joins the group and never commits,
+/// so no group state is created on the broker. Fixed, so that a cluster with
+/// ACLs can grant it (README.md, Kafka).
+pub const GROUP_ID: &str = "feishu-kafka-bridge.dedup-follower";
+
+/// One poll waits at most this long, so that stop requests, the heartbeat
+/// and the lag figures are never older than about this.
+const POLL: Duration = Duration::from_millis(200);
+/// Lag and heartbeat metrics are refreshed this often.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Metadata is asked again this often, for partitions added to a topic
+/// (or a dead-letter topic created) after start-up.
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// Timeout of one metadata or offset request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Wait between two attempts to plan the warm start while Kafka is away.
+const PLAN_RETRY: Duration = Duration::from_millis(500);
+
+/// The bound on what librdkafka pre-fetches for the follower: at most this
+/// many KiB waiting in its queue, plus one fetch response of at most
+/// [`FETCH_MAX_BYTES`] in transit. Together 16 MiB (README.md, Deduplication).
+const QUEUED_MAX_KBYTES: &str = "8192";
+const FETCH_MAX_BYTES: &str = "8388608";
+
+/// Producer-only librdkafka properties: passing them to a consumer only
+/// earns a warning, so the follower leaves them out of `KAFKA_PROPERTIES`.
+const PRODUCER_ONLY: &[&str] = &[
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.backpressure.threshold",
+    "batch.num.messages",
+    "batch.size",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "message.send.max.retries",
+    "retries",
+    "delivery.timeout.ms",
+    "message.timeout.ms",
+    "request.timeout.ms",
+    "sticky.partitioning.linger.ms",
+    "queuing.strategy",
+    "delivery.report.only.error",
+    "enable.gapless.guarantee",
+    "transaction.timeout.ms",
+];
+
+/// The consumer's configuration: the same brokers and security settings as
+/// the producer, bounded pre-fetch, reads that return quickly when idle.
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("client.id", "feishu-kafka-bridge-follower");
+    for (k, v) in &config.kafka_properties {
+        if !PRODUCER_ONLY.contains(&k.as_str()) {
+            cc.set(k, v.expose());
+        }
+    }
+    // Set after the pass-through: the follower's correctness and memory
+    // bound depend on these.
+    cc.set("group.id", GROUP_ID)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        // A start offset lost to retention means "from the oldest left".
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
+        .set("queued.min.messages", "10000")
+        .set("fetch.max.bytes", FETCH_MAX_BYTES)
+        // The window in which another replica does not know an id yet is
+        // bounded by how long an idle fetch waits at the broker.
+        .set("fetch.wait.max.ms", "50");
+    cc
+}
+
+/// A topic the follower reads.
+struct Watched {
+    name: String,
+    destination: Destination,
+    /// Partitions assigned so far.
+    partitions: Vec<i32>,
+}
+
+/// Per partition: where the warm start ends, and the last record read.
+#[derive(Default)]
+struct Progress {
+    /// Where the warm start began reading.
+    start: i64,
+    /// The end offset seen at start-up; records below it belong to the warm start.
+    warm_end: i64,
+    /// Timestamp (ms) of the last record read, for the lag in seconds.
+    last_timestamp_ms: Option<i64>,
+}
+
+/// What the warm start decided to read.
+struct Plan {
+    assignment: TopicPartitionList,
+    /// Records in range (before the timestamp filter).
+    records: i64,
+}
+
+pub struct Follower {
+    consumer: BaseConsumer<Context>,
+    learner: Learner,
+    capacity: u64,
+    budget: Duration,
+}
+
+/// What the follower knows of its partitions, and where ids go: apart from
+/// the consumer so that a record borrowed from it can be taken in.
+struct Learner {
+    topics: Vec<Watched>,
+    progress: HashMap<(usize, i32), Progress>,
+    dedup: Dedup,
+    metrics: Metrics,
+}
+
+/// Keeps the end offsets from librdkafka's statistics (delivered on the
+/// follower's own thread by `poll`), for the lag without extra requests.
+#[derive(Default)]
+struct Context {
+    ends: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, topic) in statistics.topics {
+            for (id, partition) in topic.partitions {
+                // -1 is librdkafka's internal "unassigned" partition.
+                if id >= 0 && partition.hi_offset >= 0 {
+                    ends.insert((name.clone(), id), partition.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+impl Context {
+    fn end(&self, topic: &str, partition: i32) -> Option<i64> {
+        let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        ends.get(&(topic.to_owned(), partition)).copied()
+    }
+}
+
+impl Follower {
+    /// Creates the consumer (a bad pass-through property fails here, at
+    /// start-up); nothing is read until [`Follower::spawn`].
+    pub fn new(config: &Config, dedup: Dedup, metrics: Metrics) -> Result<Self, KafkaError> {
+        let mut cc = client_config(config);
+        cc.set("statistics.interval.ms", "1000");
+        let consumer = cc.create_with_context(Context::default())?;
+        let topics = [
+            (&config.topic, Destination::Record),
+            (&config.dlq_topic, Destination::DeadLetter),
+        ]
+        .into_iter()
+        .map(|(name, destination)| Watched {
+            name: name.clone(),
+            destination,
+            partitions: Vec::new(),
+        })
+        .collect();
+        Ok(Follower {
+            consumer,
+            learner: Learner {
+                topics,
+                progress: HashMap::new(),
+                dedup,
+                metrics,
+            },
+            capacity: config.dedup_capacity,
+            budget: config.dedup_warm_start_budget,
+        })
+    }
+
+    /// Runs the warm start, then follows, on a thread of its own until
+    /// `stop` turns true.
+    pub fn spawn(
+        self,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("dedup-follower".into())
+            .spawn(move || self.run(stop))
+    }
+
+    fn run(mut self, stop: watch::Receiver<bool>) {
+        self.learner.metrics.follower.enabled.set(1);
+        let stopped = || *stop.borrow();
+        let mut told = false;
+        let plan = loop {
+            if stopped() {
+                return;
+            }
+            match self.plan() {
+                Ok(plan) => break plan,
+                Err(reason) => {
+                    if !told {
+                        warn!(%reason, "dedup warm start: waiting for Kafka to answer for the topics");
+                        told = true;
+                    }
+                    self.learner.metrics.follower.last_poll.set(unix_now());
+                    std::thread::sleep(PLAN_RETRY);
+                }
+            }
+        };
+        if let Err(e) = self.consumer.assign(&plan.assignment) {
+            // Cannot happen with a well-formed list; if it does, readiness
+            // must not wait for a warm start that will never read anything.
+            warn!(error = %e, "dedup warm start: cannot assign partitions; the memory starts empty");
+            self.learner.dedup.mark_complete();
+            return;
+        }
+        info!(
+            records = plan.records,
+            partitions = plan.assignment.count(),
+            "dedup warm start: reading the topics back"
+        );
+        let began = Instant::now();
+        let mut learned_count: u64 = 0;
+        let mut last_report = Instant::now();
+        let mut pending = self.unfinished();
+        let exceeded = loop {
+            if stopped() {
+                return;
+            }
+            if pending == 0 {
+                break false;
+            }
+            if began.elapsed() >= self.budget {
+                break true;
+            }
+            if let Some(Ok(msg)) = self.consumer.poll(POLL) {
+                if self.learner.take(&msg) {
+                    learned_count += 1;
+                }
+            }
+            if last_report.elapsed() >= POLL {
+                pending = self.unfinished();
+                self.report_lag();
+                last_report = Instant::now();
+            }
+        };
+        let took = began.elapsed();
+        self.learner
+            .metrics
+            .follower
+            .warm_start_duration
+            .set(took.as_secs_f64());
+        self.learner.dedup.mark_complete();
+        if exceeded {
+            self.learner
+                .metrics
+                .follower
+                .warm_start_budget_exceeded
+                .set(1);
+            warn!(
+                learned = learned_count,
+                remembered = self.learner.dedup.len(),
+                budget_secs = self.budget.as_secs(),
+                unread_partitions = pending,
+                "dedup warm start ran out of its budget: ready with an incomplete memory (a retry of an id not read yet may be published again); reading the rest in the background"
+            );
+        } else {
+            info!(
+                learned = learned_count,
+                remembered = self.learner.dedup.len(),
+                took_ms = took.as_millis() as u64,
+                "dedup warm start complete"
+            );
+        }
+
+        let mut last_refresh = Instant::now();
+        while !stopped() {
+            if let Some(Ok(msg)) = self.consumer.poll(POLL) {
+                self.learner.take(&msg);
+            }
+            if last_report.elapsed() >= REPORT_EVERY {
+                self.report_lag();
+                last_report = Instant::now();
+            }
+            if last_refresh.elapsed() >= REFRESH_EVERY {
+                self.pick_up_new_partitions();
+                last_refresh = Instant::now();
+            }
+        }
+    }
+
+    /// Finds, per partition, the range the warm start reads.
+    fn plan(&mut self) -> Result<Plan, String> {
+        let now_ms = unix_now_ms();
+        let ttl_ms = i64::try_from(self.learner.dedup.ttl().as_millis()).unwrap_or(i64::MAX);
+        let since = now_ms.saturating_sub(ttl_ms);
+        let mut ranges = Vec::new();
+        let mut query = TopicPartitionList::new();
+        for (i, topic) in self.learner.topics.iter().enumerate() {
+            let partitions = match partitions_of(&self.consumer, &topic.name) {
+                Ok(p) => p,
+                // Nobody may have created the dead-letter topic yet: it
+                // is followed once it exists.
+                Err(e) if topic.destination == Destination::DeadLetter => {
+                    warn!(topic = %topic.name, reason = %e, "dedup warm start: the dead-letter topic is not readable; following it once it is");
+                    continue;
+                }
+                Err(e) => return Err(format!("topic {}: {e}", topic.name)),
+            };
+            for p in partitions {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&topic.name, p, REQUEST_TIMEOUT)
+                    .map_err(|e| format!("end offsets of {}[{p}]: {e}", topic.name))?;
+                ranges.push((i, p, low, high));
+                query
+                    .add_partition_offset(&topic.name, p, Offset::Offset(since))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let found = if query.count() > 0 {
+            self.consumer
+                .offsets_for_times(query, REQUEST_TIMEOUT)
+                .map_err(|e| format!("offsets by timestamp: {e}"))?
+        } else {
+            query
+        };
+        let mut starts = Vec::with_capacity(ranges.len());
+        for &(i, p, low, high) in &ranges {
+            let start = match found
+                .find_partition(&self.learner.topics[i].name, p)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => o.clamp(low, high),
+                // No record at or after the timestamp.
+                Some(Offset::End) => high,
+                _ => low,
+            };
+            starts.push(start);
+        }
+        // More records than the memory holds: read each partition's newest
+        // share, so the newest ids win.
+        let total: i64 = ranges
+            .iter()
+            .zip(&starts)
+            .map(|(&(.., high), &start)| high - start)
+            .sum();
+        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
+        if total > capacity {
+            for (&(.., high), start) in ranges.iter().zip(starts.iter_mut()) {
+                let share = i128::from(high - *start) * i128::from(capacity) / i128::from(total);
+                *start = high - share as i64;
+            }
+        }
+        let mut assignment = TopicPartitionList::new();
+        let mut records = 0;
+        for (&(i, p, _, high), &start) in ranges.iter().zip(&starts) {
+            assignment
+                .add_partition_offset(&self.learner.topics[i].name, p, Offset::Offset(start))
+                .map_err(|e| e.to_string())?;
+            self.learner.topics[i].partitions.push(p);
+            self.learner.progress.insert(
+                (i, p),
+                Progress {
+                    start,
+                    warm_end: high,
+                    last_timestamp_ms: None,
+                },
+            );
+            records += high - start;
+        }
+        Ok(Plan {
+            assignment,
+            records,
+        })
+    }
+
+    /// Partitions whose warm-start range is not read yet.
+    fn unfinished(&self) -> usize {
+        let Ok(positions) = self.consumer.position() else {
+            return self.learner.progress.len();
+        };
+        self.learner
+            .progress
+            .iter()
+            .filter(|(&(i, p), progress)| {
+                // No position yet means nothing was read: still at the start.
+                let at = positions
+                    .find_partition(&self.learner.topics[i].name, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|&o| o >= 0)
+                    .unwrap_or(progress.start);
+                at < progress.warm_end
+            })
+            .count()
+    }
+
+    /// Refreshes the lag gauges (from librdkafka's cached end offsets, no
+    /// request) and the heartbeat.
+    fn report_lag(&self) {
+        let f = &self.learner.metrics.follower;
+        f.last_poll.set(unix_now());
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let now_ms = unix_now_ms();
+        for (i, topic) in self.learner.topics.iter().enumerate() {
+            let mut records = 0i64;
+            let mut oldest_ms: Option<i64> = None;
+            for &p in &topic.partitions {
+                let Some(at) = positions
+                    .find_partition(&topic.name, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|&o| o >= 0)
+                else {
+                    continue;
+                };
+                let Some(high) = self.consumer.context().end(&topic.name, p) else {
+                    continue;
+                };
+                if high > at {
+                    records += high - at;
+                    let last = self
+                        .learner
+                        .progress
+                        .get(&(i, p))
+                        .and_then(|pr| pr.last_timestamp_ms);
+                    if let Some(ms) = last {
+                        oldest_ms = Some(oldest_ms.map_or(ms, |o| o.min(ms)));
+                    }
+                }
+            }
+            let label = [topic.destination.label()];
+            f.lag_records.with_label_values(&label).set(records);
+            let seconds = oldest_ms.map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
+            f.lag_seconds.with_label_values(&label).set(seconds);
+        }
+    }
+
+    /// Assigns partitions that appeared since start-up, from their beginning:
+    /// everything in them was written after the follower last looked.
+    fn pick_up_new_partitions(&mut self) {
+        let mut added = TopicPartitionList::new();
+        for (i, topic) in self.learner.topics.iter_mut().enumerate() {
+            let Ok(partitions) = partitions_of(&self.consumer, &topic.name) else {
+                continue;
+            };
+            for p in partitions {
+                if !topic.partitions.contains(&p) {
+                    if added
+                        .add_partition_offset(&topic.name, p, Offset::Beginning)
+                        .is_ok()
+                    {
+                        topic.partitions.push(p);
+                        self.learner.progress.insert((i, p), Progress::default());
+                    }
+                }
+            }
+        }
+        if added.count() == 0 {
+            return;
+        }
+        match self.consumer.incremental_assign(&added) {
+            Ok(()) => info!(
+                partitions = added.count(),
+                "dedup follower: following new partitions"
+            ),
+            Err(e) => {
+                warn!(error = %e, "dedup follower: cannot assign new partitions; will try again");
+                for e in added.elements() {
+                    if let Some(i) = self.learner.topics.iter().position(|t| t.name == e.topic()) {
+                        self.learner.topics[i]
+                            .partitions
+                            .retain(|&p| p != e.partition());
+                        self.learner.progress.remove(&(i, e.partition()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Learner {
+    /// Learns the id a record carries; true when it was remembered.
+    fn take(&mut self, msg: &BorrowedMessage<'_>) -> bool {
+        let Some(i) = self.topics.iter().position(|t| t.name == msg.topic()) else {
+            return false;
+        };
+        let timestamp_ms = msg.timestamp().to_millis();
+        let progress = self.progress.entry((i, msg.partition())).or_default();
+        progress.last_timestamp_ms = timestamp_ms.or(progress.last_timestamp_ms);
+        let warm = msg.offset() < progress.warm_end;
+        let Some(event_id) = event_id(msg) else {
+            return false;
+        };
+        // A record without a timestamp counts as written now.
+        let written = timestamp_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+            .unwrap_or_else(SystemTime::now);
+        if !self.dedup.learn(event_id, written + self.dedup.ttl()) {
+            return false;
+        }
+        let f = &self.metrics.follower;
+        if warm {
+            f.ids_learned
+                .with_label_values(&[learned::WARM_START])
+                .inc();
+        } else {
+            f.ids_learned.with_label_values(&[learned::FOLLOWED]).inc();
+            if let Ok(delay) = SystemTime::now().duration_since(written) {
+                f.delay.observe(delay.as_secs_f64());
+            }
+        }
+        true
+    }
+}
+
+/// The partitions of `topic`, or why they cannot be known.
+fn partitions_of(consumer: &BaseConsumer<Context>, topic: &str) -> Result<Vec<i32>, String> {
+    let md = consumer
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or("not in the metadata")?;
+    if let Some(e) = t.error() {
+        return Err(format!("{:?}", rdkafka::error::RDKafkaErrorCode::from(e)));
+    }
+    if t.partitions().is_empty() {
+        return Err("no partitions".into());
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// The `event_id` header of a record the bridge wrote; `None` for a record
+/// without one (a dead letter of an event that had none, or a record some
+/// other producer wrote).
+fn event_id<'a>(msg: &'a BorrowedMessage<'_>) -> Option<&'a str> {
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == "event_id")
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|id| !id.is_empty())
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn producer_only_properties_stay_with_the_producer() {
+        let mut config = Config::with_defaults("k:9092");
+        config.kafka_properties = vec![
+            ("linger.ms".into(), Secret::new("5")),
+            ("security.protocol".into(), Secret::new("SSL")),
+            ("group.id".into(), Secret::new("theirs")),
+        ];
+        let cc = client_config(&config);
+        assert_eq!(cc.get("linger.ms"), None);
+        assert_eq!(cc.get("security.protocol"), Some("SSL"));
+        // The follower's own settings win over the pass-through.
+        assert_eq!(cc.get("group.id"), Some(GROUP_ID));
+        assert_eq!(cc.get("enable.auto.commit"), Some("false"));
+        // And librdkafka accepts the whole set.
+        if let Err(e) = cc.create::<BaseConsumer>() {
+            panic!("librdkafka refuses the follower config: {e}");
+        }
+    }
+}
