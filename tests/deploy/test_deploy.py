@@ -35,7 +35,7 @@ def metric_names_in_code():
     """Metric names the bridge exports (with histogram series suffixes)."""
     text = (ROOT / "src" / "metrics.rs").read_text()
     names = set()
-    for kind, name in re.findall(r'(IntCounterVec|IntGaugeVec|IntGauge|HistogramVec|Histogram|HistogramOpts|Opts)::(?:new|with_opts)\(\s*(?:Opts::new\(|HistogramOpts::new\()?\s*"([a-z_]+)"', text):
+    for kind, name in re.findall(r'(IntCounterVec|IntGaugeVec|IntGauge|GaugeVec|Gauge|HistogramVec|Histogram|HistogramOpts|Opts)::(?:new|with_opts)\(\s*(?:Opts::new\(|HistogramOpts::new\()?\s*"([a-z_]+)"', text):
         names.add("feishu_bridge_" + name)
     for name in list(names):
         if name.endswith("_seconds"):
