@@ -84,7 +84,7 @@ pub mod learned {
 /// From a record's timestamp to its id being known here: dense below a
 /// second, where the follower should be, and up to a minute for a lagging one.
 const FOLLOWER_DELAY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// The long connection's own series (`long_connection_*`).

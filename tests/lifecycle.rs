@@ -1,6 +1,7 @@
-//! The process's life against the real broker (tansu): SIGTERM under load,
-//! `kill -9` under load and a restart, and a broker that appears only after
-//! the bridge started. Verdicts come from the Feishu stand-in's ledger.
+//! The process's life against the real broker (tansu): SIGTERM under load
+//! and a broker that appears only after the bridge started (`kill -9` and a
+//! restart are in `replicas.rs`, with the memory that survives them).
+//! Verdicts come from the Feishu stand-in's ledger.
 
 mod common;
 
@@ -66,33 +67,6 @@ async fn sigterm_under_load_answers_every_accepted_request_and_loses_nothing() {
             .collect::<Vec<_>>()
     );
     v.assert_exactly_once();
-    assert!(v.unacked.is_empty(), "gave up on {:?}", v.unacked);
-    drop(second);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_under_load_then_restart_loses_nothing_and_reports_duplicates() {
-    let broker = Broker::shared();
-    let (topic, _) = topics(broker, "kill9");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let env = [("BRIDGE_LISTEN", listen.as_str())];
-    let first = Bridge::start(&broker.bootstrap, &topic, &env);
-    let pusher = Pusher::new(first.url("/webhook/event"), Schedule::compressed());
-    let run = pusher.spawn_run(load("k9", 300), 16, Duration::from_millis(5));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    drop(first); // SIGKILL
-    let second = Bridge::start(&broker.bootstrap, &topic, &env);
-    run.await.unwrap();
-
-    let v = pusher.ledger.verdict(&broker.bootstrap, &topic);
-    let extra: usize = v.duplicated.iter().map(|(_, n)| n - 1).sum();
-    println!(
-        "kill -9 under load, then restart: {} ; duplicate records caused by the restart: {extra} (over {} event_ids)",
-        v.summary(),
-        v.duplicated.len()
-    );
-    assert!(v.lost.is_empty(), "lost acknowledged events: {:?}", v.lost);
-    assert!(v.unexpected.is_empty());
     assert!(v.unacked.is_empty(), "gave up on {:?}", v.unacked);
     drop(second);
 }

@@ -60,20 +60,25 @@ impl InProcess {
     }
 
     pub async fn start_config(config: Config) -> InProcess {
+        let me = Self::spawn_config(config).await;
+        me.wait_ready(true, Duration::from_secs(20)).await;
+        me
+    }
+
+    /// Starts the bridge without waiting for readiness.
+    pub async fn spawn_config(config: Config) -> InProcess {
         let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(feishu_kafka_bridge::run(config, listener, async move {
             let _ = rx.await;
         }));
-        let me = InProcess {
+        InProcess {
             addr,
             stop: Some(tx),
             task,
             http: reqwest::Client::new(),
-        };
-        me.wait_ready(true, Duration::from_secs(20)).await;
-        me
+        }
     }
 
     pub async fn ready(&self) -> bool {
