@@ -500,14 +500,13 @@ impl Follower {
                 continue;
             };
             for p in partitions {
-                if !topic.partitions.contains(&p) {
-                    if added
+                if !topic.partitions.contains(&p)
+                    && added
                         .add_partition_offset(&topic.name, p, Offset::Beginning)
                         .is_ok()
-                    {
-                        topic.partitions.push(p);
-                        self.learner.progress.insert((i, p), Progress::default());
-                    }
+                {
+                    topic.partitions.push(p);
+                    self.learner.progress.insert((i, p), Progress::default());
                 }
             }
         }
