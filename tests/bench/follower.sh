@@ -8,11 +8,11 @@
 #      next to A's enqueue -> ack latency;
 #   3. a warm start of 1,000,000 records: time to ready and RSS afterwards.
 #
-#   bash tests/bench/follower.sh             # ~6 min
+#   bash tests/bench/follower.sh             # ~9 min
 #   bash tests/bench/follower.sh --smoke     # seconds (no 1M warm start)
 #   options: --runs N --seconds S --warm-records N
 #
-# Prints its figures and appends them to tests/bench/results/follower.jsonl.
+# Prints its figures and writes them to tests/bench/results/follower.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -34,6 +34,7 @@ TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
 KEY=bench-encrypt-key TOKEN=bench-verification-token
 mkdir -p tests/bench/results
 OUT=$ROOT/tests/bench/results/follower.jsonl
+: > "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -42,6 +43,9 @@ trap cleanup EXIT
 source tests/bench/common.sh
 wait_ready() { for _ in $(seq 1 6000); do [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$1/readyz")" = 200 ] && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
 metrics() { curl -s "127.0.0.1:$1/metrics"; }
+# CPU seconds (user + system) a process has used so far.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+TANSU_PID=${PIDS[0]}
 create_topics() { for t in "$1" "$1.dlq"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done; }
 
 start_bridge() { # port topic follow -> pid
@@ -69,6 +73,7 @@ for follow in false true; do
   wait_port "$port"; wait_ready "$port"
   for c in $CONC; do
     rps=()
+    b0=$(cpu_secs "$pid") k0=$(cpu_secs "$TANSU_PID") n0=$(curl -s "127.0.0.1:$port/metrics" | awk '/^feishu_bridge_requests_total\{ingress="webhook",outcome="published"\}/ {print $2}')
     for run in $(seq 1 "$RUNS"); do
       line=$(load "$port" "$topic" "$c" $((50000 * ${SECONDS_PER%.*})))
       python3 -c "import json,sys; v=json.loads(sys.argv[1])['verified']; sys.exit(0 if v['valid'] else 1)" "$line" \
@@ -79,8 +84,11 @@ for follow in false true; do
       rps+=("$r")
     done
     med=$(python3 -c "import statistics,sys; print(round(statistics.median(map(float,sys.argv[1:]))))" "${rps[@]}")
-    echo "  follower=$follow c=$c: median ${med} rps over ${RUNS} runs (${rps[*]})"
-    echo "{\"peak\":{\"follow\":$follow,\"concurrency\":$c,\"runs\":[$(IFS=,; echo "${rps[*]}")],\"median_rps\":$med}}" >>"$OUT"
+    # CPU per published event, of the bridge and of the broker, over these runs.
+    n1=$(curl -s "127.0.0.1:$port/metrics" | awk '/^feishu_bridge_requests_total\{ingress="webhook",outcome="published"\}/ {print $2}')
+    read -r bus kus <<<"$(python3 -c "n=$n1-$n0; print(round(($(cpu_secs "$pid")-$b0)/n*1e6,1), round(($(cpu_secs "$TANSU_PID")-$k0)/n*1e6,1))")"
+    echo "  follower=$follow c=$c: median ${med} rps over ${RUNS} runs (${rps[*]}); CPU per event: bridge ${bus} µs, tansu ${kus} µs"
+    echo "{\"peak\":{\"follow\":$follow,\"concurrency\":$c,\"runs\":[$(IFS=,; echo "${rps[*]}")],\"median_rps\":$med,\"cpu_us_per_event\":{\"bridge\":$bus,\"tansu\":$kus}}}" >>"$OUT"
     key="$follow-$c"; PEAK[$key]=$med
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true

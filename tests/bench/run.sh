@@ -8,6 +8,10 @@
 #   bash tests/bench/run.sh --smoke         # seconds: bridge + ceiling only (CI)
 #   options: --runs N --seconds S --systems "bridge bare python node" --concurrency "1 16 64 256"
 #            --variant-concurrency "64 256" (concurrencies for 50 users and 20% duplicates)
+#            --no-half --no-memory --no-report (leave BENCHMARKS.md as it is)
+#            --out FILE (results file; default tests/bench/results/results.jsonl)
+#   The bridge inherits the environment, so a variant is one variable away:
+#   KAFKA_PROPERTIES=linger.ms=0 bash tests/bench/run.sh --systems bridge --no-report --out /tmp/l0.jsonl
 #
 # The concurrency sweep runs with 1 user and no duplicates; the payload
 # (50 users) and duplicate (20%) variants run at --variant-concurrency.
@@ -18,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-RUNS=3 SECONDS_PER=4 SYSTEMS="bridge bare python node" CONC="1 16 64 256" VCONC="64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
+OUT_ARG= RUNS=3 SECONDS_PER=4 SYSTEMS="bridge bare python node" CONC="1 16 64 256" VCONC="64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" VCONC="16" USERS="1" DUPS="0.2" MEMORY=0 HALF=0 REPORT=0 ;;
@@ -29,6 +33,9 @@ while [ $# -gt 0 ]; do
     --concurrency) CONC=$2; shift ;;
     --variant-concurrency) VCONC=$2; shift ;;
     --no-memory) MEMORY=0 ;;
+    --no-half) HALF=0 ;;
+    --no-report) REPORT=0 ;;
+    --out) OUT_ARG=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -39,7 +46,7 @@ TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
 KEY=bench-encrypt-key TOKEN=bench-verification-token
 RESULTS=$ROOT/tests/bench/results
 mkdir -p "$RESULTS"
-OUT=$RESULTS/results.jsonl
+OUT=${OUT_ARG:-$RESULTS/results.jsonl}
 : > "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
