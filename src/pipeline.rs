@@ -2,9 +2,10 @@
 //! and publish it, and decide the answer. Independent of the transport, so
 //! that every ingress gets the same semantics.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::dedup::{self, Claim, Dedup, Settled};
@@ -105,28 +106,67 @@ impl Pipeline {
                 return Answer::Unavailable(e.into());
             }
         };
-        // The ack is awaited on a task of its own: if the request gives up at
-        // the deadline (or the client goes away), the outcome still settles
-        // the dedup entry, so a late ack makes the next retry a duplicate.
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let result = delivery.acked().await;
-            if let Some(owner) = owner {
-                let settled = if result.is_ok() {
-                    Settled::Published
-                } else {
-                    Settled::Failed
-                };
-                owner.settle(settled);
-            }
-            let _ = tx.send(result);
-        });
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(()))) => on_ack,
-            Ok(Ok(Err(e))) => Answer::Unavailable(e.into()),
-            Ok(Err(_)) => Answer::Unavailable(PublishError::Canceled.into()),
-            Err(_) => Answer::Unavailable(Unavailable::Deadline),
+        // Awaited in the request itself (no task, no channel: the ack wakes
+        // the request directly). If the request stops waiting, at the
+        // deadline or because the client went away, `Settling` hands the
+        // rest to a task, so a late ack still settles the dedup entry and
+        // the next retry is a duplicate.
+        let mut settling = Settling {
+            ack: Some(Box::pin(delivery.acked())),
+            owner,
+        };
+        match settling.wait(deadline).await {
+            Some(Ok(())) => on_ack,
+            Some(Err(e)) => Answer::Unavailable(e.into()),
+            None => Answer::Unavailable(Unavailable::Deadline),
         }
+    }
+}
+
+type Ack = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
+
+/// A delivery whose outcome must settle its dedup entry, whoever waits for it.
+struct Settling {
+    /// `None` once the ack arrived.
+    ack: Option<Ack>,
+    owner: Option<dedup::Owner>,
+}
+
+impl Settling {
+    /// The delivery's outcome, or `None` if `deadline` came first.
+    async fn wait(&mut self, deadline: Instant) -> Option<Result<(), PublishError>> {
+        let ack = self.ack.as_mut()?;
+        let result = tokio::time::timeout_at(deadline, ack).await.ok()?;
+        self.ack = None;
+        settle(self.owner.take(), &result);
+        Some(result)
+    }
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        let Some(ack) = self.ack.take() else {
+            return;
+        };
+        let owner = self.owner.take();
+        // Outside a runtime (it is shutting down) the owner is dropped
+        // unsettled, which releases the id as failed: the retry publishes.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let result = ack.await;
+                settle(owner, &result);
+            });
+        }
+    }
+}
+
+fn settle(owner: Option<dedup::Owner>, result: &Result<(), PublishError>) {
+    if let Some(owner) = owner {
+        owner.settle(if result.is_ok() {
+            Settled::Published
+        } else {
+            Settled::Failed
+        });
     }
 }
 
