@@ -18,12 +18,18 @@ use crate::metrics::{outcome, Ingress as Via, Metrics};
 use crate::pipeline::{self, Answer, Pipeline};
 
 const WEBHOOK: Via = Via::Webhook;
-use crate::protocol::{Inbound, SignatureHeaders, Verifier};
+use crate::protocol::{Inbound, Rejection, SignatureHeaders, Verifier};
 use crate::readiness::Readiness;
 
 /// Seconds Feishu is told to wait before retrying after a 503. Feishu uses
 /// its own schedule; the header is for other clients and for humans.
 const RETRY_AFTER_SECS: &str = "15";
+
+/// Unsigned requests refused with an encrypt key configured are answered no
+/// sooner than this after they arrived: decrypting and parsing even a body at
+/// the size limit takes a fraction of it, so where the work stopped (base64,
+/// padding, JSON, token) does not show in the time to answer.
+const UNSIGNED_ANSWER_FLOOR: Duration = Duration::from_millis(20);
 
 pub struct Ingress {
     pub verifier: Verifier,
@@ -171,7 +177,12 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
         Ok(Inbound::Event(e)) => e,
         Err(rejection) => {
             s.metrics.count_rejected(WEBHOOK, rejection.label());
-            warn!(reason = rejection.label(), detail = %rejection, "rejected request");
+            warn!(reason = rejection.label(), detail = %rejection.detail(), "rejected request");
+            if matches!(rejection, Rejection::Unsigned(_)) {
+                // The answer is the same whatever decryption found; so is its
+                // time, as far as a floor well above the work can make it.
+                tokio::time::sleep_until(started + UNSIGNED_ANSWER_FLOOR).await;
+            }
             let status = if rejection.is_auth_failure() {
                 StatusCode::UNAUTHORIZED
             } else {

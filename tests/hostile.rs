@@ -249,8 +249,9 @@ fn cases(host: &str, feishu: &Feishu, limit: usize) -> (Vec<Raw>, usize) {
     let mut lying = lying;
     lying.extend_from_slice(b":\"the rest of a body the length did not announce\"}");
     // Only the announced bytes are the body (truncated JSON); the rest is
-    // never read as part of it.
-    add("content-length shorter than the body", lying, 400);
+    // never read as part of it. Unsigned, so refused with the one answer
+    // every unsigned non-challenge gets.
+    add("content-length shorter than the body", lying, 401);
 
     // Authentic but not normalizable: dead letters, not records.
     let mut dl = 0;
@@ -518,5 +519,107 @@ async fn slow_and_idle_clients_are_reclaimed_and_do_not_block_valid_traffic() {
     assert_eq!(
         read_topic(&broker.bootstrap, &topic, 1, Duration::from_millis(500)).len(),
         1
+    );
+}
+
+/// No decryption oracle: with an encrypt key, unsigned variants of one
+/// captured ciphertext all get the same status and body (and no sooner than
+/// the floor), whatever decryption found; a valid unsigned challenge still
+/// gets its 200; the log and the metric keep the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_variants_of_a_ciphertext_all_get_one_answer() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, "oracle");
+    let bridge = Bridge::start(&broker.bootstrap, &topic, &[]);
+    let feishu = Feishu::new();
+
+    let (captured, _) = feishu.sign(&withdrawal("oracle-1", "oc_oracle"));
+    let ct = {
+        let outer: Value = serde_json::from_slice(&captured).unwrap();
+        b64.decode(outer["encrypt"].as_str().unwrap()).unwrap()
+    };
+    let wrap = |bytes: &[u8]| {
+        json!({ "encrypt": b64.encode(bytes) })
+            .to_string()
+            .into_bytes()
+    };
+    let flip = |i: usize| {
+        let mut c = ct.clone();
+        c[i] ^= 0x40;
+        wrap(&c)
+    };
+    let n = ct.len();
+    let mut prefixed: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    prefixed.extend_from_slice(&ct[n - 16..]);
+    let challenge = |token: &str| {
+        let (body, _) =
+            feishu.sign(&json!({"challenge":"c-1","token":token,"type":"url_verification"}));
+        body
+    };
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\x01\x02 not json".to_vec()),
+        ("the captured event, unsigned", captured.clone()),
+        ("flipped IV byte", flip(3)),
+        ("flipped byte in the second-to-last block", flip(n - 20)),
+        ("random prefix before the real last block", wrap(&prefixed)),
+        ("truncated ciphertext", wrap(&ct[..n - 16])),
+        ("challenge with the wrong token", challenge("wrong")),
+    ];
+    let mut answers = Vec::new();
+    for (name, body) in &variants {
+        let started = Instant::now();
+        let r = feishu.post(&bridge, body.clone(), &[]).await;
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(20),
+            "{name} answered after {took:?}, before the floor"
+        );
+        answers.push((name, r.status, r.body));
+    }
+    println!("unsigned variants: {answers:?}");
+    let first = (answers[0].1, answers[0].2.clone());
+    for (name, status, body) in &answers {
+        assert_eq!(
+            (*status, body.clone()),
+            first,
+            "{name} answered differently"
+        );
+    }
+    assert_eq!(first.0, 401);
+
+    let ok = feishu.post(&bridge, challenge(TOKEN), &[]).await;
+    assert_eq!(
+        (ok.status, ok.body.as_str()),
+        (200, r#"{"challenge":"c-1"}"#)
+    );
+
+    assert!(read_topic(&broker.bootstrap, &topic, 0, Duration::from_millis(500)).is_empty());
+    let logs = bridge.log_text();
+    assert!(
+        logs.contains("unsigned request: "),
+        "the log keeps the reason"
+    );
+    let m = bridge.metrics().await;
+    let labelled = [
+        "undecryptable",
+        "missing_signature",
+        "wrong_token",
+        "malformed_json",
+    ]
+    .iter()
+    .filter(|l| {
+        metric(
+            &m,
+            &format!(
+                "feishu_bridge_requests_total{{ingress=\"webhook\",outcome=\"rejected_{l}\"}}"
+            ),
+        ) > 0.0
+    })
+    .count();
+    assert!(
+        labelled >= 3,
+        "the metric keeps the reason: {labelled} labels"
     );
 }

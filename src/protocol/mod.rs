@@ -11,6 +11,13 @@
 //!    headers (Feishu sends the challenge unsigned);
 //! 3. with a verification token: the token is compared in constant time;
 //! 4. the envelope is classified (challenge, v2 event, v1 event).
+//!
+//! With an encrypt key, an unsigned request is decrypted (it may be the
+//! challenge), so what it decrypted to must not show in the answer: told
+//! apart, "bad padding" and "not JSON" are a padding oracle that decrypts a
+//! captured ciphertext byte by byte. Every unsigned request that is not an
+//! accepted challenge is therefore refused as [`Rejection::Unsigned`], one
+//! answer whatever went wrong; the reason stays in the log and the metric.
 
 pub mod crypto;
 
@@ -54,6 +61,12 @@ pub enum Rejection {
     StaleTimestamp,
     #[error("verification token is missing or wrong")]
     WrongToken,
+    /// An unsigned request, with an encrypt key configured, that is not an
+    /// accepted challenge. Its message is [`Rejection::MissingSignature`]'s
+    /// whatever the cause, which only [`Rejection::detail`] and the label
+    /// tell.
+    #[error("missing signature headers (X-Lark-Request-Timestamp, X-Lark-Request-Nonce, X-Lark-Signature)")]
+    Unsigned(Box<Rejection>),
 }
 
 impl Rejection {
@@ -70,6 +83,16 @@ impl Rejection {
             Rejection::BadSignature => "bad_signature",
             Rejection::InvalidTimestamp | Rejection::StaleTimestamp => "stale_timestamp",
             Rejection::WrongToken => "wrong_token",
+            Rejection::Unsigned(cause) => cause.label(),
+        }
+    }
+
+    /// The reason for the operator's log; differs from the answer (the
+    /// `Display` text) only for [`Rejection::Unsigned`].
+    pub fn detail(&self) -> String {
+        match self {
+            Rejection::Unsigned(cause) => format!("unsigned request: {cause}"),
+            other => other.to_string(),
         }
     }
 
@@ -82,6 +105,7 @@ impl Rejection {
                 | Rejection::InvalidTimestamp
                 | Rejection::StaleTimestamp
                 | Rejection::WrongToken
+                | Rejection::Unsigned(_)
         )
     }
 }
@@ -179,6 +203,23 @@ impl Verifier {
     }
 
     pub fn verify(
+        &self,
+        body: &[u8],
+        headers: SignatureHeaders<'_>,
+        now: SystemTime,
+    ) -> Result<Inbound, Rejection> {
+        let unsigned = self.key.is_some()
+            && headers.timestamp.is_none()
+            && headers.nonce.is_none()
+            && headers.signature.is_none();
+        let verified = self.verify_inner(body, headers, now);
+        match verified {
+            Err(cause) if unsigned => Err(Rejection::Unsigned(Box::new(cause))),
+            other => other,
+        }
+    }
+
+    fn verify_inner(
         &self,
         body: &[u8],
         headers: SignatureHeaders<'_>,

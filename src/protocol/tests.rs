@@ -147,7 +147,7 @@ fn every_rejection_row() {
     );
     assert_eq!(
         reject(&body, SignatureHeaders::default()),
-        Rejection::MissingSignature
+        Rejection::Unsigned(Box::new(Rejection::MissingSignature))
     );
     let stale_sig = f.key.sign("1699990000", "n", &body);
     assert_eq!(
@@ -286,4 +286,70 @@ proptest::proptest! {
         let _ = f.verifier().verify(&body, SignatureHeaders::default(), now());
         let _ = Verifier::new(None, None, None).verify(&body, SignatureHeaders::default(), now());
     }
+}
+
+/// With an encrypt key, nothing about what an unsigned body decrypted to
+/// reaches the answer: the same text and status for every failure, the
+/// cause only in the label and the detail.
+#[test]
+fn unsigned_requests_get_one_answer_whatever_decryption_found() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let f = Feishu::new();
+    let v = f.verifier();
+    let event = f.body(&v2("tok"));
+    let ct = {
+        let outer: Value = serde_json::from_slice(&event).unwrap();
+        b64.decode(outer["encrypt"].as_str().unwrap()).unwrap()
+    };
+    let wrap = |bytes: &[u8]| {
+        json!({ "encrypt": b64.encode(bytes) })
+            .to_string()
+            .into_bytes()
+    };
+    let flip = |i: usize| {
+        let mut c = ct.clone();
+        c[i] ^= 1;
+        wrap(&c)
+    };
+    let n = ct.len();
+    let mut prefixed = vec![7u8; 32];
+    prefixed.extend_from_slice(&ct[n - 16..]);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"\x00not json at all".to_vec()),
+        ("event", event.clone()),
+        ("flipped IV byte", flip(0)),
+        ("flipped byte, second-to-last block", flip(n - 20)),
+        ("random prefix before the last block", wrap(&prefixed)),
+        ("truncated", wrap(&ct[..n - 16])),
+        ("short", wrap(&ct[..8])),
+        ("bad base64", br#"{"encrypt":"%%%"}"#.to_vec()),
+        (
+            "challenge, wrong token",
+            f.body(&json!({"challenge":"x","token":"nope","type":"url_verification"})),
+        ),
+    ];
+    let mut labels = std::collections::BTreeSet::new();
+    for (name, body) in &cases {
+        let r = v
+            .verify(body, SignatureHeaders::default(), now())
+            .unwrap_err();
+        assert!(matches!(r, Rejection::Unsigned(_)), "{name}: {r:?}");
+        assert!(r.is_auth_failure(), "{name}");
+        assert_eq!(
+            r.to_string(),
+            Rejection::MissingSignature.to_string(),
+            "{name}"
+        );
+        assert!(r.detail().starts_with("unsigned request: "), "{name}");
+        labels.insert(r.label());
+    }
+    // The operator still sees why.
+    assert!(labels.len() >= 3, "{labels:?}");
+    // And the challenge itself still works unsigned.
+    let ok = f.body(&json!({"challenge":"x","token":"tok","type":"url_verification"}));
+    assert!(matches!(
+        v.verify(&ok, SignatureHeaders::default(), now()),
+        Ok(Inbound::Challenge(_))
+    ));
 }
