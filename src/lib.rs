@@ -13,6 +13,7 @@ pub mod follower;
 pub mod ingress;
 pub mod longconn;
 pub mod metrics;
+pub mod order;
 pub mod pipeline;
 pub mod protocol;
 pub mod readiness;

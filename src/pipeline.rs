@@ -12,6 +12,7 @@ use crate::dedup::{self, Claim, Dedup, Settled};
 use tracing::{info, warn};
 
 use crate::metrics::{outcome, Ingress, Metrics};
+use crate::order::Turn;
 use crate::protocol::{Schema, VerifiedEvent, WITHDRAWN_EVENT_TYPE};
 use crate::record::{self, DeadLetter, DEAD_LETTER_SCHEMA, RECORD_SCHEMA};
 use crate::sink::{Destination, Outgoing, PublishError, Sink};
@@ -41,6 +42,10 @@ pub enum Unavailable {
     EarlierCopyFailed,
     #[error("the deduplication memory is still being read back from Kafka (warm start)")]
     WarmingUp,
+    #[error(
+        "an earlier event of the same chat was not handed to Kafka within the publish deadline"
+    )]
+    EarlierEventOfChatPending,
 }
 
 #[derive(Clone)]
@@ -64,19 +69,37 @@ impl Pipeline {
 
     /// Handles one verified event, answering by `deadline` at the latest.
     pub async fn handle(&self, event: VerifiedEvent, deadline: Instant) -> Answer {
+        self.handle_in_turn(event, deadline, Turn::none()).await
+    }
+
+    /// [`Pipeline::handle`] for an event that holds a place in its chat's
+    /// line: its record reaches the producer only after the previous one's,
+    /// and the next may go as soon as this one's was handed over (or will
+    /// not be).
+    pub async fn handle_in_turn(
+        &self,
+        event: VerifiedEvent,
+        deadline: Instant,
+        mut turn: Turn,
+    ) -> Answer {
         if event.schema() != Schema::V2 || event.event_type() != WITHDRAWN_EVENT_TYPE {
             return Answer::Ignored;
+        }
+        if !turn.wait(deadline).await {
+            return Answer::Unavailable(Unavailable::EarlierEventOfChatPending);
         }
         let received_at_ms = now_ms();
         let Some(event_id) = event.event_id().map(str::to_owned) else {
             // Nothing to deduplicate on: this can only be a dead letter.
             let (msg, answer) = build(&event, received_at_ms);
-            return self.publish(msg, answer, None, deadline).await;
+            return self.publish(msg, answer, None, deadline, &mut turn).await;
         };
         match self.dedup.claim(&event_id) {
             Claim::Published => Answer::Duplicate,
             Claim::Incomplete => Answer::Unavailable(Unavailable::WarmingUp),
             Claim::InFlight(rx) => {
+                // Not published by this copy: the chat's next event may go.
+                turn.release();
                 match dedup::wait(rx, deadline.saturating_duration_since(Instant::now())).await {
                     Some(Settled::Published) => Answer::Duplicate,
                     Some(Settled::Failed) => Answer::Unavailable(Unavailable::EarlierCopyFailed),
@@ -85,7 +108,8 @@ impl Pipeline {
             }
             Claim::Owner(owner) => {
                 let (msg, answer) = build(&event, received_at_ms);
-                self.publish(msg, answer, Some(owner), deadline).await
+                self.publish(msg, answer, Some(owner), deadline, &mut turn)
+                    .await
             }
         }
     }
@@ -96,8 +120,12 @@ impl Pipeline {
         on_ack: Answer,
         owner: Option<dedup::Owner>,
         deadline: Instant,
+        turn: &mut Turn,
     ) -> Answer {
-        let delivery = match self.sink.enqueue(&msg) {
+        let enqueued = self.sink.enqueue(&msg);
+        // The ordering point: the chat's next record may follow this one.
+        turn.release();
+        let delivery = match enqueued {
             Ok(d) => d,
             Err(e) => {
                 if let Some(owner) = owner {

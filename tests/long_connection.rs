@@ -427,3 +427,60 @@ async fn shutdown_finishes_in_flight_events_acks_them_and_closes_the_socket() {
     assert_eq!(ids(&read(&bootstrap, TOPIC, 5).await).len(), 5);
     drop(cluster);
 }
+
+/// Per-chat order: many events over few chats, written back to back on one
+/// connection (so they are handled concurrently), whole and in fragments,
+/// with a re-delivery of a chat's earlier event between two of its events:
+/// in every chat the records come out in the order their frames (their last
+/// fragments) arrived, over repeated rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_chat_order_on_the_topic_is_frame_order() {
+    let (broker, topic, stand_in, _bridge) = connected("lc_order", "5000").await;
+    let mut expected: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut total = 0;
+    for round in 0..3 {
+        let chat = |i: usize| format!("oc_order_{round}_{}", i % 8);
+        let id = |i: usize| format!("ord-{round}-{i:04}");
+        // Whole events, with a re-delivery of event i-8 (same chat) after
+        // every tenth event: it is in flight or remembered, never published
+        // again, and must not disturb the order.
+        let mut whole = Vec::new();
+        for i in 0..120 {
+            whole.push((event(&id(i), &chat(i)), 1));
+            expected.entry(chat(i)).or_default().push(i);
+            if i % 10 == 9 {
+                whole.push((event(&id(i - 8), &chat(i - 8)), 1));
+            }
+        }
+        // Then fragmented ones, 3 parts each, interleaved: each completes
+        // with its last fragment, in push order.
+        let fragmented: Vec<(Vec<u8>, usize)> = (120..160)
+            .map(|i| {
+                expected.entry(chat(i)).or_default().push(i);
+                (event(&id(i), &chat(i)), 3)
+            })
+            .collect();
+        let mut pushed = stand_in.push(&whole, false);
+        pushed.extend(stand_in.push(&fragmented, true));
+        stand_in.wait_acked(&pushed, Duration::from_secs(30)).await;
+        total += 160;
+    }
+    let records = read(&broker.bootstrap, &topic, total).await;
+    assert_eq!(records.len(), total, "every event once");
+    // Per chat, in offset order (one chat, one partition).
+    let mut seen: HashMap<String, Vec<(i64, usize)>> = HashMap::new();
+    for r in &records {
+        let id = r.value["event_id"].as_str().unwrap();
+        let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        seen.entry(r.key.clone().unwrap()).or_default().push((r.offset, i));
+    }
+    let mut out_of_order = Vec::new();
+    for (chat, mut got) in seen {
+        got.sort();
+        let got: Vec<usize> = got.into_iter().map(|(_, i)| i).collect();
+        if got != expected[&chat] {
+            out_of_order.push((chat, got));
+        }
+    }
+    assert!(out_of_order.is_empty(), "chats out of frame order: {out_of_order:?}");
+}

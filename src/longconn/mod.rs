@@ -37,6 +37,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LongConnectionConfig;
 use crate::metrics::{reconnect, Ingress, Metrics};
+use crate::order::{ChatLines, Turn};
 use crate::pipeline::{self, Answer, Pipeline};
 use crate::protocol;
 use crate::readiness::Readiness;
@@ -284,6 +285,8 @@ impl LongConnection {
         let (ack_tx, mut ack_rx) = mpsc::channel::<Vec<u8>>(1024);
         let mut tasks = JoinSet::new();
         let mut fragments = Fragments::new(FRAGMENT_TTL, self.body_limit);
+        // Per-chat order of this connection's events (`crate::order`).
+        let mut lines = ChatLines::default();
         let mut sweep = tokio::time::interval(Duration::from_secs(1));
         let mut next_ping = Instant::now();
         // Set when a ping goes out, cleared by any frame from Feishu.
@@ -310,7 +313,7 @@ impl LongConnection {
                         ),
                         Some(Ok(Message::Binary(bytes))) => {
                             waiting_since = None;
-                            if let Some(interval) = self.on_frame(&bytes, &mut fragments, &mut tasks, &ack_tx, client_config) {
+                            if let Some(interval) = self.on_frame(&bytes, &mut fragments, &mut lines, &mut tasks, &ack_tx, client_config) {
                                 next_ping = Instant::now() + interval;
                             }
                         }
@@ -396,6 +399,7 @@ impl LongConnection {
         &self,
         bytes: &[u8],
         fragments: &mut Fragments,
+        lines: &mut ChatLines,
         tasks: &mut JoinSet<()>,
         ack_tx: &mpsc::Sender<Vec<u8>>,
         client_config: &mut ClientConfig,
@@ -448,9 +452,21 @@ impl LongConnection {
                         }
                     }
                 };
+                // Parsed here, in frame order, so that the event takes its
+                // place in its chat's line before any later frame does.
+                let parsed = if payload.len() > self.body_limit {
+                    Err(None)
+                } else {
+                    protocol::from_long_connection(&payload).map_err(Some)
+                };
+                let turn = match &parsed {
+                    Ok(event) => chat_of(event).map_or_else(Turn::none, |chat| lines.take(chat)),
+                    Err(_) => Turn::none(),
+                };
                 let job = EventJob {
                     frame,
-                    payload,
+                    parsed,
+                    turn,
                     received,
                     deadline: received + self.publish_deadline,
                     body_limit: self.body_limit,
@@ -468,6 +484,15 @@ impl LongConnection {
     }
 }
 
+/// The chat an event's record is keyed by, when it has one.
+fn chat_of(event: &protocol::VerifiedEvent) -> Option<&str> {
+    event
+        .envelope()
+        .get("event")
+        .and_then(|e| e.get("chat_id"))
+        .and_then(serde_json::Value::as_str)
+}
+
 fn lost(reason: &'static str, detail: String) -> SessionEnd {
     SessionEnd::Lost { reason, detail }
 }
@@ -475,7 +500,9 @@ fn lost(reason: &'static str, detail: String) -> SessionEnd {
 /// One whole event, from payload to ack.
 struct EventJob {
     frame: Frame,
-    payload: Vec<u8>,
+    /// The event, or why not: `None` when it was over the size limit.
+    parsed: Result<protocol::VerifiedEvent, Option<protocol::Rejection>>,
+    turn: Turn,
     received: Instant,
     deadline: Instant,
     body_limit: usize,
@@ -486,32 +513,34 @@ struct EventJob {
 
 impl EventJob {
     async fn run(self) {
-        let code = if self.payload.len() > self.body_limit {
-            self.metrics.count_rejected(VIA, "body_too_large");
-            warn!(
-                ingress = VIA.as_str(),
-                reason = "body_too_large",
-                limit = self.body_limit,
-                "rejected an event frame"
-            );
-            500
-        } else {
-            match protocol::from_long_connection(&self.payload) {
-                Ok(event) => {
-                    let event_id = event.event_id().unwrap_or_default().to_owned();
-                    let event_type = event.event_type().to_owned();
-                    let answer = self.pipeline.handle(event, self.deadline).await;
-                    pipeline::report(&self.metrics, VIA, &event_id, &event_type, &answer);
-                    match answer {
-                        Answer::Unavailable(_) => 500,
-                        _ => 200,
-                    }
-                }
-                Err(rejection) => {
-                    // Answered 500 as the SDKs answer a handler error.
-                    self.metrics.count_rejected(VIA, rejection.label());
-                    warn!(ingress = VIA.as_str(), reason = rejection.label(), detail = %rejection, "rejected an event frame");
-                    500
+        let code = match self.parsed {
+            Err(None) => {
+                self.metrics.count_rejected(VIA, "body_too_large");
+                warn!(
+                    ingress = VIA.as_str(),
+                    reason = "body_too_large",
+                    limit = self.body_limit,
+                    "rejected an event frame"
+                );
+                500
+            }
+            Err(Some(rejection)) => {
+                // Answered 500 as the SDKs answer a handler error.
+                self.metrics.count_rejected(VIA, rejection.label());
+                warn!(ingress = VIA.as_str(), reason = rejection.label(), detail = %rejection.detail(), "rejected an event frame");
+                500
+            }
+            Ok(event) => {
+                let event_id = event.event_id().unwrap_or_default().to_owned();
+                let event_type = event.event_type().to_owned();
+                let answer = self
+                    .pipeline
+                    .handle_in_turn(event, self.deadline, self.turn)
+                    .await;
+                pipeline::report(&self.metrics, VIA, &event_id, &event_type, &answer);
+                match answer {
+                    Answer::Unavailable(_) => 500,
+                    _ => 200,
                 }
             }
         };
