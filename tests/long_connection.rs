@@ -472,7 +472,9 @@ async fn per_chat_order_on_the_topic_is_frame_order() {
     for r in &records {
         let id = r.value["event_id"].as_str().unwrap();
         let i: usize = id.rsplit('-').next().unwrap().parse().unwrap();
-        seen.entry(r.key.clone().unwrap()).or_default().push((r.offset, i));
+        seen.entry(r.key.clone().unwrap())
+            .or_default()
+            .push((r.offset, i));
     }
     let mut out_of_order = Vec::new();
     for (chat, mut got) in seen {
@@ -482,5 +484,8 @@ async fn per_chat_order_on_the_topic_is_frame_order() {
             out_of_order.push((chat, got));
         }
     }
-    assert!(out_of_order.is_empty(), "chats out of frame order: {out_of_order:?}");
+    assert!(
+        out_of_order.is_empty(),
+        "chats out of frame order: {out_of_order:?}"
+    );
 }
