@@ -171,4 +171,4 @@ if [ "$WARM" -gt 0 ]; then
   echo "  warm start of $WARM records: ready after ${ready} s from process start (warm start ${took} s), learned ${learned}, remembered ${entries}, budget exceeded ${exceeded}, RSS $((rss / 1024)) MiB"
   echo "{\"warm_start\":{\"records\":$WARM,\"ready_s\":$ready,\"warm_start_s\":$took,\"learned\":$learned,\"dedup_entries\":$entries,\"budget_exceeded\":$exceeded,\"rss_kib\":$rss}}" >>"$OUT"
 fi
-echo "bench: follower done (figures appended to $OUT)"
+echo "bench: follower done (figures written to $OUT)"
