@@ -68,7 +68,9 @@ struct Inner {
     hashers: (RandomState, RandomState),
     epoch: Instant,
     ttl_secs: u32,
-    /// False until the warm start has read the topics back.
+    /// False until the warm start has read the topics back. Every claim
+    /// reads it, so it is a plain atomic; `completed` carries the same fact
+    /// to the few that wait for it (the long connection before dialling).
     complete: AtomicBool,
     completed: watch::Sender<bool>,
 }

@@ -35,13 +35,6 @@ fn counts(records: &[Record]) -> HashMap<String, usize> {
     by_id
 }
 
-fn outcome(metrics: &str, outcome: &str) -> f64 {
-    metric(
-        metrics,
-        &format!("feishu_bridge_requests_total{{ingress=\"webhook\",outcome=\"{outcome}\"}}"),
-    )
-}
-
 async fn push_all(feishu: &Feishu, bridge: &Bridge, envs: &[Value], concurrency: usize) {
     let chunks: Vec<Vec<Value>> = envs.chunks(concurrency).map(|c| c.to_vec()).collect();
     for chunk in chunks {
@@ -94,14 +87,9 @@ async fn a_redelivery_to_another_replica_is_a_duplicate_for_records_and_dead_let
     assert_eq!(d.len(), dead.len());
 
     let m = b.metrics().await;
-    assert_eq!(outcome(&m, "duplicate"), all.len() as f64);
-    assert_eq!(outcome(&m, "published"), 0.0);
-    assert!(
-        metric(
-            &m,
-            "feishu_bridge_dedup_ids_learned_total{source=\"followed\"}"
-        ) >= all.len() as f64
-    );
+    assert_eq!(webhook_outcome(&m, "duplicate"), all.len() as f64);
+    assert_eq!(webhook_outcome(&m, "published"), 0.0);
+    assert!(ids_learned(&m, "followed") >= all.len() as f64);
     // And the other way round: A learned nothing it did not publish itself,
     // but it follows too.
     let m = a.metrics().await;
@@ -137,10 +125,7 @@ async fn kill_9_under_load_then_restart_loses_and_duplicates_nothing() {
         assert!(v.unacked.is_empty(), "gave up on {:?}", v.unacked);
         let m = second.metrics().await;
         assert!(
-            metric(
-                &m,
-                "feishu_bridge_dedup_ids_learned_total{source=\"warm_start\"}"
-            ) >= 1.0,
+            ids_learned(&m, "warm_start") >= 1.0,
             "the restarted replica read nothing back"
         );
     }
@@ -163,18 +148,15 @@ async fn the_warm_start_forgets_ids_past_the_ttl() {
     let b = Bridge::start(&broker.bootstrap, &topic, &ttl);
     let m = b.metrics().await;
     assert_eq!(
-        metric(
-            &m,
-            "feishu_bridge_dedup_ids_learned_total{source=\"warm_start\"}"
-        ),
+        ids_learned(&m, "warm_start"),
         1.0,
         "only the young id is within the TTL"
     );
     assert_eq!(feishu.push(&b, &young).await.status, 200);
     assert_eq!(feishu.push(&b, &old).await.status, 200);
     let m = b.metrics().await;
-    assert_eq!(outcome(&m, "duplicate"), 1.0);
-    assert_eq!(outcome(&m, "published"), 1.0);
+    assert_eq!(webhook_outcome(&m, "duplicate"), 1.0);
+    assert_eq!(webhook_outcome(&m, "published"), 1.0);
     let c = counts(&read_topic(&broker.bootstrap, &topic, 3, SETTLE));
     assert_eq!((c["ttl-old"], c["ttl-young"]), (2, 1));
 }
@@ -197,10 +179,7 @@ async fn the_warm_start_keeps_the_newest_ids_within_the_capacity() {
     );
     let m = b.metrics().await;
     let remembered = metric(&m, "feishu_bridge_dedup_entries");
-    let learned = metric(
-        &m,
-        "feishu_bridge_dedup_ids_learned_total{source=\"warm_start\"}",
-    );
+    let learned = ids_learned(&m, "warm_start");
     println!("capacity 30, 90 records: warm start learned {learned}, remembers {remembered}");
     assert!(remembered <= 30.0, "remembers {remembered}");
     assert!(
@@ -210,11 +189,11 @@ async fn the_warm_start_keeps_the_newest_ids_within_the_capacity() {
     // The newest ids are the ones remembered...
     push_all(&feishu, &b, &all[75..], 5).await;
     let m = b.metrics().await;
-    assert_eq!(outcome(&m, "duplicate"), 15.0);
+    assert_eq!(webhook_outcome(&m, "duplicate"), 15.0);
     // ...and the oldest are not.
     push_all(&feishu, &b, &all[..5], 5).await;
     let m = b.metrics().await;
-    assert_eq!(outcome(&m, "published"), 5.0);
+    assert_eq!(webhook_outcome(&m, "published"), 5.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

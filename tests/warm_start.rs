@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::in_process::{mock_cluster, InProcess};
-use common::{metric, withdrawal, Feishu};
+use common::{ids_learned, metric, webhook_outcome, withdrawal, Feishu};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
 
@@ -30,19 +30,9 @@ async fn published_by_an_earlier_replica(bootstrap: &str, envs: &[Value]) {
 
 async fn outcomes(bridge: &InProcess) -> (f64, f64) {
     let m = bridge.metrics().await;
-    let of = |o: &str| {
-        metric(
-            &m,
-            &format!("feishu_bridge_requests_total{{ingress=\"webhook\",outcome=\"{o}\"}}"),
-        )
-    };
-    (of("published"), of("duplicate"))
-}
-
-fn warm_learned(m: &str) -> f64 {
-    metric(
-        m,
-        "feishu_bridge_dedup_ids_learned_total{source=\"warm_start\"}",
+    (
+        webhook_outcome(&m, "published"),
+        webhook_outcome(&m, "duplicate"),
     )
 }
 
@@ -63,7 +53,7 @@ async fn a_broker_down_at_start_up_holds_readiness_until_the_warm_start_has_read
     cluster.broker_up(1).unwrap();
     bridge.wait_ready(true, Duration::from_secs(20)).await;
     let m = bridge.metrics().await;
-    assert_eq!(warm_learned(&m), 20.0);
+    assert_eq!(ids_learned(&m, "warm_start"), 20.0);
     assert_eq!(
         metric(&m, "feishu_bridge_dedup_warm_start_budget_exceeded"),
         0.0
@@ -109,7 +99,7 @@ async fn past_its_budget_the_warm_start_lets_the_replica_be_ready_and_says_so() 
     // The rest is read in the background once the broker serves again.
     cluster.clear_request_errors(RDKafkaApiKey::Fetch);
     let give_up = Instant::now() + Duration::from_secs(20);
-    while warm_learned(&bridge.metrics().await) < 20.0 {
+    while ids_learned(&bridge.metrics().await, "warm_start") < 20.0 {
         assert!(Instant::now() < give_up, "the backlog was never read");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

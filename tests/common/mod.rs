@@ -292,6 +292,22 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `requests_total` of the webhook ingress for one outcome.
+pub fn webhook_outcome(metrics: &str, outcome: &str) -> f64 {
+    metric(
+        metrics,
+        &format!("feishu_bridge_requests_total{{ingress=\"webhook\",outcome=\"{outcome}\"}}"),
+    )
+}
+
+/// `dedup_ids_learned_total` for one source (`warm_start`, `followed`).
+pub fn ids_learned(metrics: &str, source: &str) -> f64 {
+    metric(
+        metrics,
+        &format!("feishu_bridge_dedup_ids_learned_total{{source=\"{source}\"}}"),
+    )
+}
+
 pub mod reqwest {
     pub use ::reqwest::*;
     /// A tiny blocking GET returning the status code, without pulling in
