@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts (sourced, not run): helpers, the release
 # build and a tansu broker on a free port. Expects ROOT, TANSU, WORK and the
-# PIDS array (killed by the caller's exit trap); sets BIN, KPORT and BROKERS.
+# PIDS array (killed by the caller's exit trap); sets BIN, KPORT, BROKERS and TANSU_PID.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; return 1; }
@@ -13,6 +13,7 @@ BIN=$ROOT/target/release
 echo "== starting tansu"
 KPORT=$(free_port)
 "$TANSU" broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" >"$WORK/tansu.log" 2>&1 &
-PIDS+=($!)
+TANSU_PID=$!
+PIDS+=("$TANSU_PID")
 wait_port "$KPORT"
 BROKERS=127.0.0.1:$KPORT

@@ -67,6 +67,32 @@ struct Args {
     /// is charged to every request it delays (no coordinated omission).
     #[arg(long)]
     rate: Option<f64>,
+    /// `name=pid[,pid…]`: report the CPU time (user + system) these
+    /// processes spent during the measured requests, in µs per answered
+    /// request (`cpu_us_per_request.name`). Repeatable.
+    #[arg(long = "cpu")]
+    cpu: Vec<String>,
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat:
+/// the same accounting `perf stat`'s task-clock reads, without needing perf.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which may itself contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15; USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn cpu_of(watch: &[(String, Vec<String>)]) -> Vec<f64> {
+    watch
+        .iter()
+        .map(|(_, pids)| pids.iter().map(|p| cpu_secs(p)).sum())
+        .collect()
 }
 
 struct Prepared {
@@ -359,7 +385,15 @@ async fn main() {
     let unique: std::collections::HashSet<&str> =
         work.iter().map(|p| p.event_id.as_str()).collect();
     let unique = unique.len();
+    let watch: Vec<(String, Vec<String>)> = args
+        .cpu
+        .iter()
+        .filter_map(|w| w.split_once('='))
+        .map(|(n, p)| (n.to_string(), p.split(',').map(str::to_string).collect()))
+        .collect();
+    let cpu_before = cpu_of(&watch);
     let (res, took) = run(args.clone(), work).await;
+    let cpu_after = cpu_of(&watch);
     let sent: usize = res.statuses.values().sum::<usize>() + res.errors;
     let mut lat = res.latencies_us.clone();
     lat.sort_unstable();
@@ -372,6 +406,15 @@ async fn main() {
         "statuses": res.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         "transport_errors": res.errors,
     });
+    if !watch.is_empty() {
+        let answered = res.statuses.values().sum::<usize>().max(1) as f64;
+        report["cpu_us_per_request"] = watch
+            .iter()
+            .zip(cpu_before.iter().zip(&cpu_after))
+            .map(|((name, _), (b, a))| (name.clone(), json!(((a - b) / answered * 1e7).round() / 10.0)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     if let (Some(brokers), Some(topic)) = (&args.brokers, &args.topic) {
         let acked: std::collections::HashSet<&String> = res.acked.iter().collect();
         let counts = read_back(

@@ -108,12 +108,16 @@ for sys in $SYSTEMS; do
   [ "$users" = 1 ] && [ "$dup" = 0 ] || concs=$VCONC
   for c in $concs; do for run in $(seq 1 "$RUNS"); do
     rid="$sys-u$users-d$dup-c$c-r$run-$RANDOM"
+    # CPU of the server (gunicorn's workers included), the broker and the
+    # load generator while the measured requests run.
+    tree=$(echo "$pid" $(pgrep -P "$pid") | tr ' ' ,)
     line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency "$c" --requests "$(requests_for "$sys")" --seconds "$SECONDS_PER" \
-      --users "$users" --dup-rate "$dup" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}" &
+      --users "$users" --dup-rate "$dup" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}" \
+      --cpu "system=$tree" --cpu "broker=$TANSU_PID" --cpu loadgen=self &
       lp=$!; sleep "$(python3 -c "print($SECONDS_PER/2+0.5)")"; echo "RSS $(rss_kib "$pid")" >"$WORK/rss"; wait $lp)
     load_rss=$(awk '{print $2}' "$WORK/rss")
     echo "{\"system\":\"$sys\",\"run\":$run,\"idle_rss_kib\":$idle,\"load_rss_kib\":${load_rss:-0},\"result\":$line}" >>"$OUT"
-    python3 -c "import json,sys; r=json.loads(sys.argv[1]); v=r.get('verified',{}); print(f\"  users={r['users']} dup={r['dup_rate']} c={r['concurrency']:>3}: {r['throughput_rps']:9.0f} rps  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  statuses {r['statuses']}  lost {v.get('lost','-')} dup-records {v.get('duplicated','-')}\")" "$line"
+    python3 -c "import json,sys; r=json.loads(sys.argv[1]); v=r.get('verified',{}); cu=r.get('cpu_us_per_request',{}); print(f\"  users={r['users']} dup={r['dup_rate']} c={r['concurrency']:>3}: {r['throughput_rps']:9.0f} rps  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  CPU/request {cu.get('system','-')} µs (broker {cu.get('broker','-')}, loadgen {cu.get('loadgen','-')})  statuses {r['statuses']}  lost {v.get('lost','-')} dup-records {v.get('duplicated','-')}\")" "$line"
     if [ "$sys" = bridge ]; then
       # A benchmark that loses or duplicates data is not a result.
       python3 -c "import json,sys; v=json.loads(sys.argv[1])['verified']; sys.exit(0 if v['valid'] and v['acked_events'] > 0 else 1)" "$line" \
