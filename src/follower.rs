@@ -76,7 +76,7 @@ const FETCH_MAX_BYTES: &str = "1048576";
 
 /// Producer-only librdkafka properties: passing them to a consumer only
 /// earns a warning, so the follower leaves them out of `KAFKA_PROPERTIES`.
-const PRODUCER_ONLY: &[&str] = &[
+pub(crate) const PRODUCER_ONLY: &[&str] = &[
     "linger.ms",
     "queue.buffering.max.ms",
     "queue.buffering.max.kbytes",

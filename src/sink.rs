@@ -3,7 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -140,9 +144,31 @@ pub fn client_config(config: &Config) -> ClientConfig {
     cc
 }
 
+/// The client that asks Kafka for the topic's metadata (readiness): its own
+/// connections, not the producer's. With one produce request in flight per
+/// connection, a metadata request on the producer's connection would hold
+/// every produce behind it for a round trip, and a slow broker answers both
+/// slowly (measured with the mock cluster at 800 ms per round trip: readiness
+/// checks every 200 ms kept all but one of five events of a chat waiting
+/// past the 5 s drain).
+fn readiness_client_config(config: &Config) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("client.id", "feishu-kafka-bridge-readiness");
+    for (k, v) in &config.kafka_properties {
+        if !crate::follower::PRODUCER_ONLY.contains(&k.as_str()) {
+            cc.set(k, v.expose());
+        }
+    }
+    cc
+}
+
 #[derive(Clone)]
 pub struct Sink {
     producer: FutureProducer,
+    metadata: Arc<BaseConsumer>,
+    /// Whether the producer itself has learnt both topics' partitions.
+    warmed: Arc<AtomicBool>,
     topic: String,
     dlq_topic: String,
     metrics: Metrics,
@@ -151,8 +177,11 @@ pub struct Sink {
 impl Sink {
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, KafkaError> {
         let producer: FutureProducer = client_config(config).create()?;
+        let metadata: BaseConsumer = readiness_client_config(config).create()?;
         Ok(Sink {
             producer,
+            metadata: Arc::new(metadata),
+            warmed: Arc::new(AtomicBool::new(false)),
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
             metrics,
@@ -205,26 +234,46 @@ impl Sink {
     /// Asks the cluster for the topic's metadata; true when every partition has a leader.
     /// Blocking: call from a blocking thread.
     pub fn topic_available(&self, timeout: Duration) -> bool {
-        match self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic), timeout)
-        {
-            Ok(md) => md.topics().iter().any(|t| {
-                t.name() == self.topic
-                    && t.error().is_none()
-                    && !t.partitions().is_empty()
-                    && t.partitions()
-                        .iter()
-                        .all(|p| p.leader() >= 0 && p.error().is_none())
-            }),
-            Err(_) => false,
+        if !self.warmed.load(Ordering::Relaxed) {
+            // Until the first success, ask through the producer: the answer
+            // fills its metadata cache, so the first event does not wait for
+            // the producer to look up the topic (several round trips to a
+            // slow broker). The dead-letter topic is optional.
+            let client = self.producer.client();
+            let ok = topic_ready(
+                client.fetch_metadata(Some(&self.topic), timeout),
+                &self.topic,
+            );
+            if ok {
+                let _ = client.fetch_metadata(Some(&self.dlq_topic), timeout);
+                self.warmed.store(true, Ordering::Relaxed);
+            }
+            return ok;
         }
+        topic_ready(
+            self.metadata.fetch_metadata(Some(&self.topic), timeout),
+            &self.topic,
+        )
     }
 
     /// Waits for every queued message to be acknowledged or to fail. Blocking.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(Timeout::After(timeout))
+    }
+}
+
+/// Whether a metadata answer has `topic` with a leader for every partition.
+fn topic_ready(answer: Result<rdkafka::metadata::Metadata, KafkaError>, topic: &str) -> bool {
+    match answer {
+        Ok(md) => md.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_none()
+                && !t.partitions().is_empty()
+                && t.partitions()
+                    .iter()
+                    .all(|p| p.leader() >= 0 && p.error().is_none())
+        }),
+        Err(_) => false,
     }
 }
 
