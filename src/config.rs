@@ -46,9 +46,12 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Address the demo's bridge listens on.
+    /// Address the demo's bridge takes callbacks on.
     #[arg(long = "demo-listen", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the demo bridge's /metrics, /readyz and /healthz.
+    #[arg(long = "demo-admin-listen", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,9 +87,16 @@ pub const LARK_DOMAIN: &str = "https://open.larksuite.com";
 
 #[derive(Debug, Args)]
 pub struct Settings {
-    /// Address the HTTP server binds to.
+    /// Address of the callback endpoint (BRIDGE_EVENT_PATH, nothing else);
+    /// bound only when the webhook ingress is on.
     #[arg(long, env = "BRIDGE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Address of the operator endpoints: /metrics, /readyz and /healthz.
+    /// Kept off the callback port so that an ingress routing the callback
+    /// host does not publish them.
+    #[arg(long, env = "BRIDGE_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
 
     /// Where events come from: `webhook` (Feishu posts to BRIDGE_EVENT_PATH),
     /// `long-connection` (the bridge dials Feishu's WebSocket), or `both`.
@@ -307,6 +317,7 @@ pub struct LongConnectionConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     pub ingress: IngressMode,
     /// Present exactly when `ingress` includes the long connection.
     pub long_connection: Option<LongConnectionConfig>,
@@ -367,10 +378,13 @@ impl Settings {
                 ),
             ));
         }
-        if ["/healthz", "/readyz", "/metrics"].contains(&self.event_path.as_str()) {
+        if self.ingress.webhook() && same_port(self.listen, self.admin_listen) {
             return Err(invalid(
-                "BRIDGE_EVENT_PATH",
-                "collides with a built-in endpoint",
+                "BRIDGE_ADMIN_LISTEN",
+                format!(
+                    "{} overlaps BRIDGE_LISTEN {}: the operator endpoints need their own port",
+                    self.admin_listen, self.listen
+                ),
             ));
         }
 
@@ -433,6 +447,7 @@ impl Settings {
 
         Ok(Config {
             listen: self.listen,
+            admin_listen: self.admin_listen,
             ingress: self.ingress,
             long_connection,
             event_path: self.event_path.clone(),
@@ -543,6 +558,14 @@ fn secret(
         ));
     }
     Ok(Some(Secret(raw)))
+}
+
+/// Whether two listen addresses would contend for one port (port 0 asks the
+/// system for a free one, so it never does).
+fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// A setting that must be present and not blank, trimmed.
@@ -666,6 +689,37 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(err.setting, "BRIDGE_DEDUP_WARM_START_BUDGET_SECS");
+    }
+
+    #[test]
+    fn the_admin_listener_has_its_own_port() {
+        let cfg = settings(&["--brokers", "k:1"]).validate().expect("valid");
+        assert_eq!(cfg.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cfg.admin_listen, "0.0.0.0:9090".parse().unwrap());
+        for admin in ["0.0.0.0:8080", "127.0.0.1:8080"] {
+            let err = settings(&["--brokers", "k:1", "--admin-listen", admin])
+                .validate()
+                .unwrap_err();
+            assert_eq!(err.setting, "BRIDGE_ADMIN_LISTEN", "{admin}");
+        }
+        // Port 0 is a fresh port each time; a long connection binds no callback port.
+        for args in [
+            &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"][..],
+            &[
+                "--ingress",
+                "long-connection",
+                "--app-id",
+                "cli_x",
+                "--app-secret",
+                "s",
+                "--admin-listen",
+                "0.0.0.0:8080",
+            ][..],
+        ] {
+            let mut argv = vec!["--brokers", "k:1"];
+            argv.extend_from_slice(args);
+            settings(&argv).validate().expect("valid");
+        }
     }
 
     #[test]

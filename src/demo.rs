@@ -32,6 +32,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let config = Config {
         listen: args.listen,
+        admin_listen: args.admin_listen,
         encrypt_key: Some(Secret::new(DEMO_ENCRYPT_KEY)),
         verification_token: Some(Secret::new(DEMO_TOKEN)),
         topic: TOPIC.into(),
@@ -41,23 +42,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         readiness_interval: Duration::from_millis(500),
         ..Config::with_defaults(&brokers)
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listeners = crate::server::Listeners::bind(&config)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (pick another with --demo-listen)",
-                args.listen
-            )
-        })?;
-    let addr = listener.local_addr()?;
+        .context("pick other addresses with --demo-listen and --demo-admin-listen")?;
+    let (Some(addr), Some(admin)) = (listeners.callback_addr(), listeners.admin_addr()) else {
+        bail!("the demo's listeners have no local address");
+    };
     let url = format!("http://{addr}/webhook/event");
-    let server = tokio::spawn(crate::run(config, listener, crate::shutdown_signal()));
+    let server = tokio::spawn(crate::run(config, listeners, crate::shutdown_signal()));
 
     println!();
     println!("embedded Kafka (librdkafka mock cluster) bootstrap: {brokers}");
     println!("bridge callback URL:                                {url}");
     println!("encrypt key: {DEMO_ENCRYPT_KEY}   verification token: {DEMO_TOKEN}");
-    wait_ready(addr).await?;
+    wait_ready(admin).await?;
 
     let key = EncryptKey::new(DEMO_ENCRYPT_KEY);
     let (body, ts, nonce, sig) = signed_body(&key, SAMPLE, "1");
@@ -86,7 +84,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (body, ts, nonce, sig) = signed_body(&key, &second, "2");
     let file = std::env::temp_dir().join("feishu-kafka-bridge-demo-event.json");
     std::fs::write(&file, &body).with_context(|| format!("writing {}", file.display()))?;
-    println!("\npush another event (run it twice: the second answer is a duplicate, not a second record):");
+    println!("\npush another event (run it twice: the second answer is a duplicate, not a second record;");
+    println!("the demo's bridge accepts any signed timestamp, so this works for as long as the demo runs):");
     println!(
         "  curl -sS -X POST {url} -H 'Content-Type: application/json' \\\n    -H 'X-Lark-Request-Timestamp: {ts}' -H 'X-Lark-Request-Nonce: {nonce}' \\\n    -H 'X-Lark-Signature: {sig}' --data-binary @{}",
         file.display()
@@ -95,7 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "read the topic (kcat: apt-get install kcat):\n  kcat -b {} -t {TOPIC} -C -o beginning -f 'key=%k headers=%h\\n%s\\n'",
         cluster.bootstrap_servers()
     );
-    println!("metrics: curl -s http://{addr}/metrics | grep ^feishu_bridge_");
+    println!("metrics: curl -s http://{admin}/metrics | grep ^feishu_bridge_");
     println!("\nserving until Ctrl-C\n");
 
     let result = server.await.context("bridge task")?;

@@ -1,5 +1,6 @@
-//! HTTP ingress: the callback endpoint, health, readiness and metrics.
-//! Maps every outcome to its documented status code (README.md, "Answers").
+//! HTTP ingress: the callback endpoint, the only route of its listener (the
+//! operator endpoints are in `admin`, on their own). Maps every outcome to
+//! its documented status code (README.md, "Answers").
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -8,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
@@ -19,7 +20,6 @@ use crate::pipeline::{self, Answer, Pipeline};
 
 const WEBHOOK: Via = Via::Webhook;
 use crate::protocol::{Inbound, Rejection, SignatureHeaders, Verifier};
-use crate::readiness::Readiness;
 
 /// Seconds Feishu is told to wait before retrying after a 503. Feishu uses
 /// its own schedule; the header is for other clients and for humans.
@@ -35,23 +35,16 @@ pub struct Ingress {
     pub verifier: Verifier,
     pub pipeline: Pipeline,
     pub metrics: Metrics,
-    pub readiness: Arc<Readiness>,
     pub publish_deadline: Duration,
     pub body_limit: usize,
     pub body_timeout: Duration,
 }
 
-/// The HTTP routes; `event_path` is `None` when the webhook ingress is off
-/// (long connection only), leaving health, readiness and metrics.
-pub fn router(event_path: Option<&str>, ingress: Arc<Ingress>) -> Router {
-    let mut router = Router::new();
-    if let Some(path) = event_path {
-        router = router.route(path, post(event));
-    }
-    router
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+/// The callback listener's routes: `path` and nothing else, so that an
+/// ingress routing the callback host publishes no operator endpoint.
+pub fn router(path: &str, ingress: Arc<Ingress>) -> Router {
+    Router::new()
+        .route(path, post(event))
         .with_state(ingress)
         // Defence in depth: no input is known to panic a handler, but if one
         // ever does, answer 500 (Feishu retries) instead of resetting the
@@ -60,38 +53,6 @@ pub fn router(event_path: Option<&str>, ingress: Arc<Ingress>) -> Router {
             // The panic hook has logged where; the body says nothing more.
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }))
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(s): State<Arc<Ingress>>) -> Response {
-    match s.readiness.not_ready_because() {
-        None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn metrics(State(s): State<Arc<Ingress>>) -> Response {
-    // Gauges that are cheap to read are refreshed at scrape time rather
-    // than on every request.
-    s.metrics.dedup_entries.set(s.pipeline.dedup().len() as i64);
-    s.metrics
-        .producer_queue
-        .set(s.pipeline.sink().queue_depth() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
 }
 
 struct InFlight<'a>(&'a Metrics);

@@ -5,7 +5,9 @@
 //! `main` parses the configuration and calls [`run`]; everything else is
 //! here so that tests and the demo drive the same code.
 
+pub mod admin;
 pub mod allocator;
+pub mod cloudevents;
 pub mod config;
 pub mod dedup;
 pub mod demo;
@@ -24,10 +26,10 @@ pub mod sink;
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tracing::{error, info, warn};
 
+use crate::admin::Admin;
 use crate::config::{Config, IngressMode};
 use crate::dedup::Dedup;
 use crate::follower::Follower;
@@ -37,13 +39,19 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::protocol::Verifier;
 use crate::readiness::Readiness;
+use crate::server::Listeners;
 use crate::sink::Sink;
 
+/// The admin listener answers probes and scrapes, never many at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// Serves until `shutdown` resolves, then drains in-flight requests (at most
-/// `drain_timeout`) and flushes the producer (at most `flush_timeout`).
+/// `drain_timeout`) and flushes the producer (at most `flush_timeout`). The
+/// admin listener keeps answering (readiness now 503) until the flush is
+/// done, so probes and the last scrape see the drain.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::new();
@@ -78,10 +86,14 @@ pub async fn run(
         ),
         pipeline: pipeline.clone(),
         metrics: metrics.clone(),
-        readiness: readiness.clone(),
         publish_deadline: config.publish_deadline,
         body_limit: config.body_limit_bytes,
         body_timeout: config.body_timeout,
+    });
+    let admin = Arc::new(Admin {
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        pipeline: pipeline.clone(),
     });
 
     let stopping = Arc::new(Notify::new());
@@ -93,11 +105,19 @@ pub async fn run(
         stopping.clone(),
     ));
 
-    let addr = listener.local_addr()?;
+    let addr = listeners
+        .callback_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let admin_addr = listeners
+        .admin_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (librdkafka, features) = sink::librdkafka_build();
     info!(version = env!("CARGO_PKG_VERSION"), %librdkafka, %features, "starting");
     info!(
         %addr,
+        %admin_addr,
         ingress = ?config.ingress,
         event_path = %config.event_path,
         topic = %config.topic,
@@ -140,23 +160,40 @@ pub async fn run(
         )
     });
 
-    let event_path = config
-        .ingress
-        .webhook()
-        .then_some(config.event_path.as_str());
-    let app = ingress::router(event_path, ingress);
     let limits = server::Limits {
+        name: "callback",
         header_timeout: config.header_timeout,
         max_connections: config.max_connections,
         drain_timeout: config.drain_timeout,
     };
+    let admin_limits = server::Limits {
+        name: "admin",
+        max_connections: ADMIN_MAX_CONNECTIONS,
+        drain_timeout: std::time::Duration::from_secs(1),
+        ..limits
+    };
+    let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+    let admin_server = tokio::spawn(server::serve(
+        listeners.admin,
+        admin::router(admin),
+        admin_limits,
+        async move {
+            let _ = admin_stopped.await;
+        },
+    ));
     let stop = stopping.clone();
-    server::serve(listener, app, limits, async move {
+    let shutdown = async move {
         shutdown.await;
         stop.notify_waiters();
         let _ = stop_tx.send(true);
-    })
-    .await;
+    };
+    match listeners.callback {
+        Some(listener) => {
+            let app = ingress::router(&config.event_path, ingress);
+            server::serve(listener, app, limits, shutdown).await;
+        }
+        None => shutdown.await,
+    }
     // The long connection drained concurrently with the HTTP server.
     if let Some(task) = long_connection {
         let _ = task.await;
@@ -176,6 +213,8 @@ pub async fn run(
         Ok(()) => info!("producer flushed; bye"),
         Err(e) => error!(error = %e, remaining = queued, "producer flush did not complete"),
     }
+    let _ = admin_stop.send(());
+    let _ = admin_server.await;
     Ok(())
 }
 

@@ -42,15 +42,8 @@ fn main() -> ExitCode {
             };
             init_logging(cli.settings.log_format, &cli.settings.log_filter);
             let result = runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(config.listen)
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "invalid setting BRIDGE_LISTEN: cannot listen on {}: {e}",
-                            config.listen
-                        )
-                    })?;
-                feishu_kafka_bridge::run(config, listener, feishu_kafka_bridge::shutdown_signal())
+                let listeners = feishu_kafka_bridge::server::Listeners::bind(&config).await?;
+                feishu_kafka_bridge::run(config, listeners, feishu_kafka_bridge::shutdown_signal())
                     .await
             });
             match result {

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::cloudevents;
 use crate::dedup::{self, Claim, Dedup, Settled};
 use tracing::{info, warn};
 
@@ -237,12 +238,21 @@ fn build(event: &VerifiedEvent, received_at_ms: i64) -> (Outgoing, Answer) {
     let event_id = event.event_id().unwrap_or_default().to_owned();
     match record::normalize(event, received_at_ms) {
         Ok(rec) => {
-            let headers = vec![
+            let mut headers = vec![
                 ("event_id", rec.event_id.clone()),
                 ("event_type", rec.event_type.clone()),
                 ("tenant_key", rec.tenant_key.clone().unwrap_or_default()),
                 ("schema", RECORD_SCHEMA.to_owned()),
             ];
+            headers.extend(
+                cloudevents::Attributes {
+                    id: &rec.event_id,
+                    kind: &rec.event_type,
+                    app_id: rec.app_id.as_deref(),
+                    time_ms: rec.create_time_ms,
+                }
+                .headers(),
+            );
             let msg = Outgoing {
                 destination: Destination::Record,
                 key: Some(rec.chat_id.clone()),
@@ -253,24 +263,43 @@ fn build(event: &VerifiedEvent, received_at_ms: i64) -> (Outgoing, Answer) {
         }
         Err(reason) => {
             let dl = DeadLetter::new(event, &reason, received_at_ms);
-            let tenant_key = event
-                .envelope()
-                .get("header")
-                .and_then(|h| h.get("tenant_key"))
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_owned();
+            let header = event.envelope().get("header");
+            let text = |field: &str| header.and_then(|h| h.get(field)).and_then(|t| t.as_str());
+            let tenant_key = text("tenant_key").unwrap_or_default().to_owned();
+            // Best effort: the event could not be normalized, so create_time
+            // may be what is wrong with it.
+            let create_time_ms = header.and_then(|h| h.get("create_time")).and_then(|t| {
+                t.as_i64()
+                    .or_else(|| t.as_str().and_then(|s| s.trim().parse().ok()))
+            });
+            let mut headers = vec![
+                ("event_id", event_id.clone()),
+                ("event_type", event.event_type().to_owned()),
+                ("tenant_key", tenant_key),
+                ("schema", DEAD_LETTER_SCHEMA.to_owned()),
+                ("reason", reason.to_string()),
+            ];
+            // ce_id must not be empty; an event without event_id gets one
+            // derived from its content, so the same envelope keeps its id.
+            let ce_id = if event_id.is_empty() {
+                cloudevents::content_id(&to_json(event.envelope()))
+            } else {
+                event_id.clone()
+            };
+            headers.extend(
+                cloudevents::Attributes {
+                    id: &ce_id,
+                    kind: cloudevents::DEAD_LETTER_TYPE,
+                    app_id: text("app_id"),
+                    time_ms: create_time_ms,
+                }
+                .headers(),
+            );
             let msg = Outgoing {
                 destination: Destination::DeadLetter,
                 key: dl.chat_id().map(str::to_owned),
                 payload: to_json(&dl),
-                headers: vec![
-                    ("event_id", event_id),
-                    ("event_type", event.event_type().to_owned()),
-                    ("tenant_key", tenant_key),
-                    ("schema", DEAD_LETTER_SCHEMA.to_owned()),
-                    ("reason", reason.to_string()),
-                ],
+                headers,
             };
             (
                 msg,

@@ -1,5 +1,6 @@
 //! The normalized withdrawal record: the public schema other teams consume
-//! (documented in `schema/withdrawal-record.v1.json` and README.md), and the
+//! (its JSON Schema is `deploy/schema/feishu.chat_member_withdrawn.v1.json`;
+//! README.md, Records, describes it), and the
 //! dead-letter record for authentic events that cannot be normalized.
 
 use serde::{Deserialize, Serialize};

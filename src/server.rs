@@ -20,6 +20,7 @@
 //!   request in a few runs came back as an incomplete message.)
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,15 +36,54 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::config::Config;
+
 /// How long, at shutdown, live connections keep being served with
 /// `Connection: close` before the idle ones are closed.
 const IDLE_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Which listener, for the logs: `callback` or `admin`.
+    pub name: &'static str,
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub drain_timeout: Duration,
+}
+
+/// The bridge's two listeners: callbacks (only when the webhook ingress is
+/// on) and the operator endpoints. Bound before `run` so that tests and the
+/// demo can ask for port 0 and read the address back.
+pub struct Listeners {
+    pub callback: Option<TcpListener>,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for; an error names the setting.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let callback = if config.ingress.webhook() {
+            Some(bind(config.listen, "BRIDGE_LISTEN").await?)
+        } else {
+            None
+        };
+        let admin = bind(config.admin_listen, "BRIDGE_ADMIN_LISTEN").await?;
+        Ok(Listeners { callback, admin })
+    }
+
+    pub fn callback_addr(&self) -> Option<SocketAddr> {
+        self.callback.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+}
+
+async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("invalid setting {setting}: cannot listen on {addr}: {e}"))
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
@@ -96,7 +136,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    warn!(error = %e, "accept failed");
+                    warn!(listener = limits.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -141,6 +181,7 @@ pub async fn serve(
     draining.store(true, Ordering::Relaxed);
     let open = graceful.count();
     info!(
+        listener = limits.name,
         open_connections = open,
         "shutdown requested: not accepting; finishing in-flight requests"
     );
@@ -152,7 +193,7 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => true,
         _ = tokio::time::sleep_until(deadline) => {
-            warn!(timeout_secs = limits.drain_timeout.as_secs(), "drain timeout: abandoning connections still in flight");
+            warn!(listener = limits.name, timeout_secs = limits.drain_timeout.as_secs(), "drain timeout: abandoning connections still in flight");
             false
         }
     }

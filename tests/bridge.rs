@@ -491,8 +491,8 @@ async fn without_kafka_the_bridge_is_not_ready_and_answers_503() {
         &[("BRIDGE_PUBLISH_DEADLINE_MS", "800")],
     );
     std::thread::sleep(Duration::from_millis(700));
-    assert_eq!(reqwest_status(&bridge.url("/readyz")).await, 503);
-    assert_eq!(reqwest_status(&bridge.url("/healthz")).await, 200);
+    assert_eq!(reqwest_status(&bridge.admin_url("/readyz")).await, 503);
+    assert_eq!(reqwest_status(&bridge.admin_url("/healthz")).await, 200);
 
     let started = std::time::Instant::now();
     let r = Feishu::new()
@@ -537,6 +537,47 @@ async fn sigterm_drains_flushes_and_exits_zero() {
     assert_eq!(read_topic(&broker.bootstrap, &topic, 1, SETTLE).len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_endpoints_are_served_on_the_admin_port_only() {
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, "admin");
+    let bridge = Bridge::start(&broker.bootstrap, &topic, &[]);
+    assert_ne!(bridge.addr, bridge.admin);
+
+    // What an ingress routing the callback host with `path: /` would expose.
+    for path in ["/metrics", "/readyz", "/healthz", "/", "/metrics/"] {
+        assert_eq!(reqwest_status(&bridge.url(path)).await, 404, "{path}");
+    }
+    assert_eq!(reqwest_status(&bridge.url("/webhook/event")).await, 405);
+
+    let get = |path: &'static str| {
+        let url = bridge.admin_url(path);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("feishu_bridge_ready 1"), "{metrics}");
+    // And no callback on the admin port.
+    let feishu = Feishu::new();
+    let (body, headers) = feishu.sign(&withdrawal("admin-1", "oc_admin"));
+    let r = signed_post(
+        &reqwest::Client::new(),
+        &bridge.admin_url("/webhook/event"),
+        body,
+        &headers,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(read_topic(&broker.bootstrap, &topic, 0, SETTLE).is_empty());
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"))
@@ -559,6 +600,18 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("KAFKA_BROKERS"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"))
+        .env_clear()
+        .env("KAFKA_BROKERS", "127.0.0.1:1")
+        .env("BRIDGE_LISTEN", "127.0.0.1:18080")
+        .env("BRIDGE_ADMIN_LISTEN", "0.0.0.0:18080")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("BRIDGE_ADMIN_LISTEN"), "{err}");
 }
 
 async fn reqwest_status(url: &str) -> u16 {

@@ -371,7 +371,10 @@ async fn hostile_input_mixed_with_valid_traffic() {
     );
 
     assert_eq!(
-        reqwest::get(bridge.url("/healthz")).await.unwrap().status(),
+        reqwest::get(bridge.admin_url("/healthz"))
+            .await
+            .unwrap()
+            .status(),
         200
     );
     let logs = bridge.log_text();

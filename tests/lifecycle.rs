@@ -79,7 +79,10 @@ async fn kafka_unreachable_at_start_then_ready_when_it_appears() {
     let bridge = Bridge::spawn(&bootstrap, &topic, &[("BRIDGE_PUBLISH_DEADLINE_MS", "800")]);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        reqwest::get(bridge.url("/readyz")).await.unwrap().status(),
+        reqwest::get(bridge.admin_url("/readyz"))
+            .await
+            .unwrap()
+            .status(),
         503
     );
 

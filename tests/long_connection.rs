@@ -181,8 +181,15 @@ async fn whole_fragmented_interleaved_and_repeated_events_arrive_once_each() {
         1.0
     );
     assert_eq!(metric(&m, "feishu_bridge_long_connection_connected"), 1.0);
+    // Long connection only: no callback listener at all, and the admin
+    // listener has no callback route.
+    assert!(
+        bridge.addr.is_empty(),
+        "callback listener bound: {}",
+        bridge.addr
+    );
     assert_eq!(
-        common::reqwest::blocking_get(&bridge.url("/webhook/event")).unwrap(),
+        common::reqwest::blocking_get(&bridge.admin_url("/webhook/event")).unwrap(),
         404,
         "no webhook route in long-connection-only mode"
     );
@@ -307,7 +314,7 @@ async fn fatal_answers_stop_retrying_and_busy_answers_do_not() {
         let bridge = Bridge::spawn(&broker.bootstrap, &topic, &env_for(&stand_in, "5000"));
         tokio::time::sleep(Duration::from_secs(3)).await;
         let calls = stand_in.state().endpoint_calls;
-        let ready = common::reqwest::blocking_get(&bridge.url("/readyz")).unwrap();
+        let ready = common::reqwest::blocking_get(&bridge.admin_url("/readyz")).unwrap();
         assert_eq!(ready, 503, "{name}: never ready without a connection");
         if fatal {
             assert_eq!(calls, 1, "{name}: no retry after a fatal answer");

@@ -53,20 +53,19 @@ fn start_prometheus(target: &str) -> Prometheus {
     );
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let port = free_port();
-    let child = Command::new(prometheus_bin())
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start prometheus");
+    let mut cmd = Command::new(prometheus_bin());
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let child = common::child::spawn(cmd).expect("cannot start prometheus");
     Prometheus {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -184,7 +183,7 @@ async fn prometheus_scrapes_every_metric_the_dashboard_and_alerts_use() {
     wrong["header"]["token"] = "x".into();
     assert_eq!(feishu.push(&bridge, &wrong).await.status, 401);
 
-    let prom = start_prometheus(&bridge.addr);
+    let prom = start_prometheus(&bridge.admin);
     let give_up = Instant::now() + Duration::from_secs(60);
     loop {
         let v = api(

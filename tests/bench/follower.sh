@@ -41,15 +41,17 @@ cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm 
 trap cleanup EXIT
 
 source tests/bench/common.sh
-wait_ready() { for _ in $(seq 1 6000); do [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$1/readyz")" = 200 ] && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
-metrics() { curl -s "127.0.0.1:$1/metrics"; }
+# Each bridge's admin port (/readyz, /metrics), by its callback port.
+declare -A ADMIN
+wait_ready() { for _ in $(seq 1 6000); do [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:${ADMIN[$1]}/readyz")" = 200 ] && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
+metrics() { curl -s "127.0.0.1:${ADMIN[$1]}/metrics"; }
 # CPU seconds (user + system) a process has used so far.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 TANSU_PID=${PIDS[0]}
 create_topics() { for t in "$1" "$1.dlq"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done; }
 
-start_bridge() { # port topic follow -> pid
-  MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$1 KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$2 \
+start_bridge() { # port topic follow -> pid (ADMIN[port] set by the caller)
+  MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$1 BRIDGE_ADMIN_LISTEN=127.0.0.1:${ADMIN[$1]} KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$2 \
     FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_FOLLOW=$3 \
     "$BIN/feishu-kafka-bridge" >"$WORK/bridge-$1.log" 2>&1 &
   echo $!
@@ -67,13 +69,13 @@ declare -A PEAK
 for follow in false true; do
   topic=bench.follower.$follow
   create_topics "$topic"
-  port=$(free_port)
+  port=$(free_port); ADMIN[$port]=$(free_port)
   pid=$(start_bridge "$port" "$topic" "$follow")
   PIDS+=("$pid")
   wait_port "$port"; wait_ready "$port"
   for c in $CONC; do
     rps=()
-    b0=$(cpu_secs "$pid") k0=$(cpu_secs "$TANSU_PID") n0=$(curl -s "127.0.0.1:$port/metrics" | awk '/^feishu_bridge_requests_total\{ingress="webhook",outcome="published"\}/ {print $2}')
+    b0=$(cpu_secs "$pid") k0=$(cpu_secs "$TANSU_PID") n0=$(metrics "$port" | awk '/^feishu_bridge_requests_total\{ingress="webhook",outcome="published"\}/ {print $2}')
     for run in $(seq 1 "$RUNS"); do
       line=$(load "$port" "$topic" "$c" $((50000 * ${SECONDS_PER%.*})))
       python3 -c "import json,sys; v=json.loads(sys.argv[1])['verified']; sys.exit(0 if v['valid'] else 1)" "$line" \
@@ -85,7 +87,7 @@ for follow in false true; do
     done
     med=$(python3 -c "import statistics,sys; print(round(statistics.median(map(float,sys.argv[1:]))))" "${rps[@]}")
     # CPU per published event, of the bridge and of the broker, over these runs.
-    n1=$(curl -s "127.0.0.1:$port/metrics" | awk '/^feishu_bridge_requests_total\{ingress="webhook",outcome="published"\}/ {print $2}')
+    n1=$(metrics "$port" | awk '/^feishu_bridge_requests_total\{ingress="webhook",outcome="published"\}/ {print $2}')
     read -r bus kus <<<"$(python3 -c "n=$n1-$n0; print(round(($(cpu_secs "$pid")-$b0)/n*1e6,1), round(($(cpu_secs "$TANSU_PID")-$k0)/n*1e6,1))")"
     echo "  follower=$follow c=$c: median ${med} rps over ${RUNS} runs (${rps[*]}); CPU per event: bridge ${bus} µs, tansu ${kus} µs"
     echo "{\"peak\":{\"follow\":$follow,\"concurrency\":$c,\"runs\":[$(IFS=,; echo "${rps[*]}")],\"median_rps\":$med,\"cpu_us_per_event\":{\"bridge\":$bus,\"tansu\":$kus}}}" >>"$OUT"
@@ -125,7 +127,7 @@ print(f"{q(0.5)*1000:.1f} {q(0.99)*1000:.1f} {int(total)}")
 '
 topic=bench.window
 create_topics "$topic"
-pa=$(free_port) pb=$(free_port)
+pa=$(free_port) pb=$(free_port); ADMIN[$pa]=$(free_port); ADMIN[$pb]=$(free_port)
 pida=$(start_bridge "$pa" "$topic" true); PIDS+=("$pida")
 pidb=$(start_bridge "$pb" "$topic" true); PIDS+=("$pidb")
 wait_port "$pa"; wait_port "$pb"; wait_ready "$pa"; wait_ready "$pb"
@@ -149,14 +151,14 @@ kill "$pida" "$pidb"; wait "$pida" "$pidb" 2>/dev/null || true
 if [ "$WARM" -gt 0 ]; then
   topic=bench.warm
   create_topics "$topic"
-  port=$(free_port)
+  port=$(free_port); ADMIN[$port]=$(free_port)
   pid=$(start_bridge "$port" "$topic" false); PIDS+=("$pid")
   wait_port "$port"; wait_ready "$port"
   echo "== writing $WARM records through a bridge"
   "$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency 64 --requests "$WARM" --warmup 0 \
     --encrypt-key "$KEY" --token "$TOKEN" --run-id "warm-$RANDOM" >"$WORK/warm.json"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  port=$(free_port)
+  port=$(free_port); ADMIN[$port]=$(free_port)
   started=$(date +%s.%N)
   pid=$(start_bridge "$port" "$topic" true); PIDS+=("$pid")
   wait_port "$port"; wait_ready "$port"

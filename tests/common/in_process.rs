@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use feishu_kafka_bridge::config::{Config, Secret};
+use feishu_kafka_bridge::server::Listeners;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -28,6 +29,7 @@ pub fn mock_cluster() -> (
 
 pub struct InProcess {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
@@ -42,6 +44,7 @@ impl InProcess {
     pub fn config(brokers: String, deadline_ms: u64, props: &[(&str, &str)]) -> Config {
         Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
             encrypt_key: Some(Secret::new(ENCRYPT_KEY)),
             verification_token: Some(Secret::new(TOKEN)),
             topic: TOPIC.into(),
@@ -67,14 +70,16 @@ impl InProcess {
 
     /// Starts the bridge without waiting for readiness.
     pub async fn spawn_config(config: Config) -> InProcess {
-        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let addr = listeners.callback_addr().unwrap();
+        let admin = listeners.admin_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(feishu_kafka_bridge::run(config, listener, async move {
+        let task = tokio::spawn(feishu_kafka_bridge::run(config, listeners, async move {
             let _ = rx.await;
         }));
         InProcess {
             addr,
+            admin,
             stop: Some(tx),
             task,
             http: reqwest::Client::new(),
@@ -83,7 +88,7 @@ impl InProcess {
 
     pub async fn ready(&self) -> bool {
         self.http
-            .get(format!("http://{}/readyz", self.addr))
+            .get(format!("http://{}/readyz", self.admin))
             .send()
             .await
             .map(|r| r.status() == 200)
@@ -112,7 +117,7 @@ impl InProcess {
 
     pub async fn metrics(&self) -> String {
         self.http
-            .get(format!("http://{}/metrics", self.addr))
+            .get(format!("http://{}/metrics", self.admin))
             .send()
             .await
             .unwrap()

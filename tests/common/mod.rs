@@ -4,6 +4,7 @@
 //! explicitly assigned partitions.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod in_process;
 pub mod stand_in;
 
@@ -77,24 +78,23 @@ impl Broker {
     pub fn start_on(port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("tansu-{port}.log"));
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--storage-engine",
-                "memory://tansu/",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(&log)
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .spawn()
-            .expect("cannot start tansu");
+        let mut cmd = Command::new(tansu_bin());
+        cmd.args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(&log)
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
+        );
+        let child = child::spawn(cmd).expect("cannot start tansu");
         let broker = Broker {
             child,
             bootstrap: format!("127.0.0.1:{port}"),
@@ -162,7 +162,10 @@ pub fn topics(broker: &Broker, test: &str) -> (String, String) {
 /// The real bridge binary, its log lines captured; killed on drop.
 pub struct Bridge {
     child: Child,
+    /// The callback listener (empty when only the long connection is on).
     pub addr: String,
+    /// The admin listener: /metrics, /readyz, /healthz.
+    pub admin: String,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -182,21 +185,29 @@ impl Bridge {
 
     /// Starts the bridge without waiting for readiness.
     pub fn spawn(brokers: &str, topic: &str, extra_env: &[(&str, &str)]) -> Bridge {
+        let mut env = vec![
+            ("BRIDGE_LISTEN", "127.0.0.1:0"),
+            ("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0"),
+            ("KAFKA_BROKERS", brokers),
+            ("KAFKA_TOPIC", topic),
+            ("FEISHU_ENCRYPT_KEY", ENCRYPT_KEY),
+            ("FEISHU_VERIFICATION_TOKEN", TOKEN),
+            ("BRIDGE_LOG_FORMAT", "json"),
+            ("BRIDGE_READINESS_INTERVAL_MS", "300"),
+        ];
+        env.extend_from_slice(extra_env);
+        Self::spawn_with_env(&env)
+    }
+
+    /// Starts the bridge with exactly this environment (later entries win);
+    /// it must log JSON (`BRIDGE_LOG_FORMAT=json`).
+    pub fn spawn_with_env(env: &[(&str, &str)]) -> Bridge {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"));
-        cmd.env_clear()
-            .env("BRIDGE_LISTEN", "127.0.0.1:0")
-            .env("KAFKA_BROKERS", brokers)
-            .env("KAFKA_TOPIC", topic)
-            .env("FEISHU_ENCRYPT_KEY", ENCRYPT_KEY)
-            .env("FEISHU_VERIFICATION_TOKEN", TOKEN)
-            .env("BRIDGE_LOG_FORMAT", "json")
-            .env("BRIDGE_READINESS_INTERVAL_MS", "300")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in extra_env {
+        cmd.env_clear().stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("cannot start the bridge binary");
+        let mut child = child::spawn(cmd).expect("cannot start the bridge binary");
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -206,14 +217,15 @@ impl Bridge {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Ok(v) = serde_json::from_str::<Value>(&line) {
                         if v["message"] == "listening" {
-                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                            let field = |f: &str| v[f].as_str().unwrap_or_default().to_owned();
+                            let _ = tx.send((field("addr"), field("admin_addr")));
                         }
                     }
                     logs.lock().unwrap().push(line);
                 }
             });
         }
-        let addr = rx
+        let (addr, admin) = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| {
                 panic!(
@@ -221,17 +233,28 @@ impl Bridge {
                     logs.lock().unwrap()
                 )
             });
-        Bridge { child, addr, logs }
+        Bridge {
+            child,
+            addr,
+            admin,
+            logs,
+        }
     }
 
+    /// A URL on the callback listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
     pub fn wait_ready(&self, within: Duration) {
         let give_up = Instant::now() + within;
         loop {
-            if let Ok(r) = reqwest::blocking_get(&self.url("/readyz")) {
+            if let Ok(r) = reqwest::blocking_get(&self.admin_url("/readyz")) {
                 if r == 200 {
                     return;
                 }
@@ -272,7 +295,7 @@ impl Bridge {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        reqwest::get(self.admin_url("/metrics"))
             .await
             .unwrap()
             .text()

@@ -399,15 +399,23 @@ def check_wiring(r):
         # Each key is mounted where the bridge is told to read it.
         assert all(f"{mount['mountPath']}/{k}" in file_env.values() for k in keys)
 
-    # Every listen address is a container port, and every container port is listened on.
-    listen = {int(val.rsplit(":", 1)[1]) for key, val in data.items() if re.fullmatch(r"BRIDGE_(\w+_)?LISTEN", key)}
+    # Every address the bridge binds is a container port, and every container
+    # port is bound: BRIDGE_ADMIN_LISTEN always, BRIDGE_LISTEN only with the
+    # webhook ingress (the bridge does not bind it otherwise).
+    port_of = lambda key: int(data[key].rsplit(":", 1)[1])
+    admin_port = port_of("BRIDGE_ADMIN_LISTEN")
+    listen = {admin_port}
+    if v["config"]["ingress"] != "long-connection":
+        listen.add(port_of("BRIDGE_LISTEN"))
+        assert port_of("BRIDGE_LISTEN") != admin_port
     assert listen == container_ports, (listen, container_ports)
+    assert port_number(c, "admin") == admin_port
 
-    # Probes and lifecycle.
+    # Probes on the admin port, and lifecycle.
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("livenessProbe", "readinessProbe"):
-        port_number(c, c[probe]["httpGet"]["port"])
+        assert port_number(c, c[probe]["httpGet"]["port"]) == admin_port
     drain = int(data["BRIDGE_DRAIN_TIMEOUT_SECS"]) + int(data["BRIDGE_FLUSH_TIMEOUT_SECS"])
     assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == v["preStopSleepSeconds"]
     assert pod["terminationGracePeriodSeconds"] > v["preStopSleepSeconds"] + drain
@@ -422,7 +430,13 @@ def check_wiring(r):
     # The Service leads to the container.
     svc = r.one("Service", name)
     assert svc["spec"]["type"] == v["service"]["type"]
-    assert v["service"]["port"] in {p["port"] for p in svc["spec"]["ports"]}
+    by_port = {p["port"]: p for p in svc["spec"]["ports"]}
+    assert port_number(c, by_port[v["service"]["adminPort"]]["targetPort"]) == admin_port
+    if v["config"]["ingress"] == "long-connection":
+        assert set(by_port) == {v["service"]["adminPort"]}, "no callback port without the webhook"
+    else:
+        callback = by_port[v["service"]["port"]]
+        assert port_number(c, callback["targetPort"]) == port_of("BRIDGE_LISTEN")
     assert selects(svc["spec"]["selector"], pod_labels)
     for p in svc["spec"]["ports"]:
         port_number(c, p["targetPort"])
@@ -448,6 +462,9 @@ def check_wiring(r):
         svc_ports = {p["name"] for p in svc["spec"]["ports"]}
         for e in sm["spec"]["endpoints"]:
             assert e["port"] in svc_ports
+            # Scraped on the admin port, which no ingress should route to.
+            target = next(p["targetPort"] for p in svc["spec"]["ports"] if p["name"] == e["port"])
+            assert port_number(c, target) == admin_port
             assert e["path"] == "/metrics"
             assert (e["interval"], e["scrapeTimeout"]) == (v["serviceMonitor"]["interval"], v["serviceMonitor"]["scrapeTimeout"])
             assert seconds(e["scrapeTimeout"]) <= seconds(e["interval"])

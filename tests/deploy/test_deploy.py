@@ -62,7 +62,8 @@ def test_servicemonitor_selects_the_service():
     labels = svc["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
     ports = {p["name"] for p in svc["spec"]["ports"]}
-    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["http"] and "http" in ports
+    # Scraped on the admin port: the callback port serves the callback path only.
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["admin"] and {"http", "admin"} <= ports
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
 
 

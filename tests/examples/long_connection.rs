@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
 
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
+        admin_listen: "127.0.0.1:0".parse()?,
         ingress: IngressMode::LongConnection,
         long_connection: Some(LongConnectionConfig {
             app_id: APP_ID.into(),
@@ -63,10 +64,12 @@ async fn main() -> anyhow::Result<()> {
         readiness_interval: Duration::from_millis(500),
         ..Config::with_defaults(&brokers)
     };
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    let http = listener.local_addr()?;
+    let listeners = feishu_kafka_bridge::server::Listeners::bind(&config).await?;
+    let admin = listeners
+        .admin_addr()
+        .ok_or_else(|| anyhow::anyhow!("no admin address"))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let bridge = tokio::spawn(feishu_kafka_bridge::run(config, listener, async move {
+    let bridge = tokio::spawn(feishu_kafka_bridge::run(config, listeners, async move {
         let _ = stopped.await;
     }));
 
@@ -105,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  key {key}\n  {value}");
     }
 
-    let metrics = reqwest::get(format!("http://{http}/metrics"))
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
         .await?
         .text()
         .await?;
