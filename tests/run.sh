@@ -44,4 +44,23 @@ python3 tests/vectors/pbbp2_gen.py --check
 # Kubernetes manifests, Helm chart values, dashboard and alerting rules.
 python3 -m pytest -q tests/deploy
 
-cargo test --locked
+# Every process the tests start carries this marker (tests/common/child.rs)
+# and is killed by the kernel when its test binary exits; check that none is left.
+marker="run-$$-$(date +%s%N)"
+status=0
+FKB_TEST_RUN=$marker cargo test --locked || status=$?
+sleep 1
+left=()
+for env in /proc/[0-9]*/environ; do
+  if tr '\0' '\n' 2>/dev/null <"$env" | grep -qx "FKB_TEST_RUN=$marker"; then
+    pid=${env#/proc/}; pid=${pid%/environ}
+    left+=("$pid")
+  fi
+done
+if [ ${#left[@]} -gt 0 ]; then
+  echo "tests/run.sh: ${#left[@]} process(es) started by the tests outlived them:" >&2
+  for pid in "${left[@]}"; do echo "  $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2; kill -9 "$pid" 2>/dev/null || true; done
+  exit 1
+fi
+echo "tests/run.sh: no process started by the tests is left"
+exit $status
