@@ -411,7 +411,12 @@ async fn main() {
         report["cpu_us_per_request"] = watch
             .iter()
             .zip(cpu_before.iter().zip(&cpu_after))
-            .map(|((name, _), (b, a))| (name.clone(), json!(((a - b) / answered * 1e7).round() / 10.0)))
+            .map(|((name, _), (b, a))| {
+                (
+                    name.clone(),
+                    json!(((a - b) / answered * 1e7).round() / 10.0),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into();
     }

@@ -16,6 +16,12 @@
 # The concurrency sweep runs with 1 user and no duplicates; the payload
 # (50 users) and duplicate (20%) variants run at --variant-concurrency.
 #
+# Every measurement point (system, users, duplicates, concurrency; the
+# half-peak and memory runs too) gets a fresh topic and a freshly started
+# server: tansu's cost per request grows with what a topic already holds
+# (its fetch lists every batch of a partition), so points measured on one
+# topic that keeps growing were not comparable.
+#
 # Writes tests/bench/results/results.jsonl, then tests/bench/BENCHMARKS.md and
 # tests/bench/throughput.png (tests/bench/report.py).
 set -euo pipefail
@@ -55,12 +61,12 @@ trap cleanup EXIT
 
 source tests/bench/common.sh
 
-start_system() { # name port topic -> pid of the server
+start_system() { # name port topic -> pid of the server (the bridge's admin port: ADMIN_PORT)
   local name=$1 port=$2 topic=$3
   case "$name" in
     bridge)
       # The allocator settings of deploy/Dockerfile.
-      MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$port KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY \
+      MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$port BRIDGE_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY \
         FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_CAPACITY=${DEDUP_CAPACITY:-1000000} \
         "$BIN/feishu-kafka-bridge" >"$WORK/$name.log" 2>&1 & ;;
     bare)
@@ -75,6 +81,29 @@ start_system() { # name port topic -> pid of the server
   esac
   echo $!
 }
+
+# Starts a system on a fresh topic and waits until it takes requests (the
+# bridge: until /readyz says so). Sets PORT, PID and TOPIC.
+POINT=0
+fresh_system() { # name
+  POINT=$((POINT + 1))
+  TOPIC=bench.$1.$POINT
+  if [ "$1" != bare ]; then
+    for t in "$TOPIC" "$TOPIC.dlq"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done
+  fi
+  PORT=$(free_port) ADMIN_PORT=$(free_port)
+  PID=$(start_system "$1" "$PORT" "$TOPIC")
+  PIDS+=("$PID")
+  wait_port "$PORT"
+  if [ "$1" = bridge ]; then
+    for _ in $(seq 1 1200); do
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && break
+      sleep 0.1
+    done
+  fi
+  sleep 1
+}
+stop_system() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
 
 # Payloads to prepare per run: a little above what each system can take in
 # SECONDS_PER on this kind of machine (preparing is the slow part of a run).
@@ -92,21 +121,16 @@ for sys in $SYSTEMS; do
     node)
       [ -d tests/bench/peers/node_modules ] || (cd tests/bench/peers && npm ci --no-audit --no-fund >/dev/null) ;;
   esac
-  topic=bench.$sys
-  [ "$sys" = bare ] || "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$topic" >/dev/null
-  port=$(free_port)
-  pid=$(start_system "$sys" "$port" "$topic")
-  PIDS+=("$pid")
-  wait_port "$port"
-  sleep 1
-  idle=$(rss_kib "$pid")
-  echo "== $sys (pid $pid, idle RSS ${idle} KiB)"
-  verify=(--brokers "$BROKERS" --topic "$topic")
-  [ "$sys" = bare ] && verify=()
+  echo "== $sys"
   for users in $USERS; do for dup in $DUPS; do
   concs=$CONC
   [ "$users" = 1 ] && [ "$dup" = 0 ] || concs=$VCONC
-  for c in $concs; do for run in $(seq 1 "$RUNS"); do
+  for c in $concs; do
+    fresh_system "$sys"
+    pid=$PID port=$PORT idle=$(rss_kib "$PID")
+    verify=(--brokers "$BROKERS" --topic "$TOPIC")
+    [ "$sys" = bare ] && verify=()
+    for run in $(seq 1 "$RUNS"); do
     rid="$sys-u$users-d$dup-c$c-r$run-$RANDOM"
     # CPU of the server (gunicorn's workers included), the broker and the
     # load generator while the measured requests run.
@@ -123,7 +147,9 @@ for sys in $SYSTEMS; do
       python3 -c "import json,sys; v=json.loads(sys.argv[1])['verified']; sys.exit(0 if v['valid'] and v['acked_events'] > 0 else 1)" "$line" \
         || { echo "bench: the bridge lost or duplicated records in $rid" >&2; exit 1; }
     fi
-  done; done; done; done
+    done
+    stop_system
+  done; done; done
   if [ "$sys" = bridge ] && [ "$HALF" = 1 ]; then
     # Latency at half of the peak rate, sent at a fixed rate (open loop:
     # latency counts from each request's scheduled time).
@@ -139,6 +165,9 @@ print(int(max(statistics.median(v) for v in by.values())) if by else 0)" "$OUT")
     half=$((peak / 2))
     [ "$half" -gt 0 ] || { echo "bench: no 1-user, 0%-duplicate bridge runs to take the peak from" >&2; exit 1; }
     echo "== bridge at half of its peak (${peak} rps): ${half} rps"
+    fresh_system bridge
+    port=$PORT
+    verify=(--brokers "$BROKERS" --topic "$TOPIC")
     for run in $(seq 1 "$RUNS"); do
       rid="bridge-half-r$run-$RANDOM"
       line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency 256 --rate "$half" \
@@ -146,20 +175,18 @@ print(int(max(statistics.median(v) for v in by.values())) if by else 0)" "$OUT")
       echo "{\"system\":\"bridge\",\"run\":$run,\"half_peak\":true,\"peak_rps\":$peak,\"result\":$line}" >>"$OUT"
       python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(f\"  rate {r['rate']:.0f}: {r['throughput_rps']:.0f} rps  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  p99.9 {r['p999_ms']:.2f} ms  lost {r['verified']['lost']} dup-records {r['verified']['duplicated']}\")" "$line"
     done
+    stop_system
   fi
   if [ "$sys" = bridge ] && [ "$MEMORY" = 1 ]; then
     echo "== bridge memory with 1,000,000 remembered event_ids (fresh process)"
-    kill "$pid"; wait "$pid" 2>/dev/null || true
-    pid=$(start_system bridge "$port" "$topic")
-    PIDS+=("$pid")
-    wait_port "$port"
-    sleep 1
+    fresh_system bridge
+    pid=$PID port=$PORT
     idle=$(rss_kib "$pid")
     "$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency 64 --requests 1000000 --warmup 0 \
       --encrypt-key "$KEY" --token "$TOKEN" --run-id "mem-$RANDOM" >"$WORK/mem.json"
     sleep 2
     full=$(rss_kib "$pid")
-    entries=$(curl -s "127.0.0.1:$port/metrics" | awk '/^feishu_bridge_dedup_entries/ {print $2}')
+    entries=$(curl -s "127.0.0.1:$ADMIN_PORT/metrics" | awk '/^feishu_bridge_dedup_entries/ {print $2}')
     echo "{\"system\":\"bridge\",\"memory\":{\"idle_rss_kib\":$idle,\"rss_with_ids_kib\":$full,\"dedup_entries\":$entries}}" >>"$OUT"
     echo "  RSS idle ${idle} KiB, with ${entries} ids ${full} KiB"
   fi
