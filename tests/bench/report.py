@@ -86,6 +86,24 @@ def main(path):
             ratio = f"bridge = {b / rps:.1f}×" if s != "bridge" and s != "bare" else ("bridge = " + f"{b / rps:.0%} of it" if s == "bare" else "")
             out.append(f"* {NAMES.get(s, s)}: {rps:,.0f} rps at concurrency {c} {('— ' + ratio) if ratio else ''}")
         out.append("")
+    # Why the bridge / ceiling ratio is what it is: every process of the
+    # run shares the same cores, so CPU per request bounds the throughput.
+    def cpu_parts(sys_, c):
+        got = [i["result"]["cpu_us_per_request"] for i in groups.get((sys_, 1, 0, c), []) if "cpu_us_per_request" in i["result"]]
+        return [statistics.median(g[k] for g in got) for k in ("system", "broker", "loadgen")] if got else None
+    if "bridge" in best and "bare" in best:
+        b_parts, c_parts = cpu_parts("bridge", best["bridge"][1]), cpu_parts("bare", best["bare"][1])
+        cores = os.cpu_count() or 1
+        if b_parts and c_parts:
+            b_sum, c_sum = sum(b_parts), sum(c_parts)
+            want = 0.4 * best["bare"][0]
+            budget = cores * 1e6 / want
+            out.append(f"CPU per request at each peak, on {cores} shared cores: bridge {b_parts[0]:.0f} + broker {b_parts[1]:.0f} + "
+                       f"load generator {b_parts[2]:.0f} = {b_sum:.0f} µs (at most {cores * 1e6 / b_sum:,.0f}/s if the cores were always busy); "
+                       f"bare server {c_parts[0]:.0f} + load generator {c_parts[2]:.0f} = {c_sum:.0f} µs ({cores * 1e6 / c_sum:,.0f}/s). "
+                       f"40 % of the ceiling ({want:,.0f}/s) needs at most {budget:.0f} µs per request in all: the bridge at "
+                       f"{budget - b_parts[1] - b_parts[2]:.0f} µs with this broker and load generator on the same cores.")
+            out.append("")
     if half:
         out.append(f"Bridge at half of its peak ({half[0]['peak_rps']:,} rps), sent at a fixed rate of "
                    f"{half[0]['result']['rate']:,.0f} rps (latency from each request's scheduled time), {len(half)} runs: "

@@ -10,6 +10,7 @@
 #            --variant-concurrency "64 256" (concurrencies for 50 users and 20% duplicates)
 #            --no-half --no-memory --no-report (leave BENCHMARKS.md as it is)
 #            --out FILE (results file; default tests/bench/results/results.jsonl)
+#            --half-rate R (the fixed-rate run at R requests/s instead of half the peak)
 #   The bridge inherits the environment, so a variant is one variable away:
 #   KAFKA_PROPERTIES=linger.ms=0 bash tests/bench/run.sh --systems bridge --no-report --out /tmp/l0.jsonl
 #
@@ -28,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-OUT_ARG= RUNS=3 SECONDS_PER=4 SYSTEMS="bridge bare python node" CONC="1 16 64 256" VCONC="64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
+HALF_RATE= OUT_ARG= RUNS=3 SECONDS_PER=4 SYSTEMS="bridge bare python node" CONC="1 16 64 256" VCONC="64 256" USERS="1 50" DUPS="0 0.2" MEMORY=1 HALF=1 REPORT=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) RUNS=1 SECONDS_PER=1 SYSTEMS="bridge bare" CONC="16" VCONC="16" USERS="1" DUPS="0.2" MEMORY=0 HALF=0 REPORT=0 ;;
@@ -42,6 +43,7 @@ while [ $# -gt 0 ]; do
     --no-half) HALF=0 ;;
     --no-report) REPORT=0 ;;
     --out) OUT_ARG=$2; shift ;;
+    --half-rate) HALF_RATE=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -162,7 +164,7 @@ for r in rs:
     if r['system']=='bridge' and x and x['users']==1 and x['dup_rate']==0 and not x.get('rate'):
         by.setdefault(x['concurrency'],[]).append(x['throughput_rps'])
 print(int(max(statistics.median(v) for v in by.values())) if by else 0)" "$OUT")
-    half=$((peak / 2))
+    half=${HALF_RATE:-$((peak / 2))}
     [ "$half" -gt 0 ] || { echo "bench: no 1-user, 0%-duplicate bridge runs to take the peak from" >&2; exit 1; }
     echo "== bridge at half of its peak (${peak} rps): ${half} rps"
     fresh_system bridge
