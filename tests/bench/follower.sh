@@ -66,14 +66,16 @@ load() { # port topic concurrency requests [rate] -> loadgen's JSON line
 
 # -- 1. peak, follower off vs on ------------------------------------------
 declare -A PEAK
+# A fresh topic and bridge per point: tansu's cost per fetch grows with
+# what the topic holds, which would charge the follower for the runs before.
 for follow in false true; do
-  topic=bench.follower.$follow
-  create_topics "$topic"
-  port=$(free_port); ADMIN[$port]=$(free_port)
-  pid=$(start_bridge "$port" "$topic" "$follow")
-  PIDS+=("$pid")
-  wait_port "$port"; wait_ready "$port"
   for c in $CONC; do
+    topic=bench.follower.$follow.$c
+    create_topics "$topic"
+    port=$(free_port); ADMIN[$port]=$(free_port)
+    pid=$(start_bridge "$port" "$topic" "$follow")
+    PIDS+=("$pid")
+    wait_port "$port"; wait_ready "$port"
     rps=()
     b0=$(cpu_secs "$pid") k0=$(cpu_secs "$TANSU_PID") n0=$(metrics "$port" | awk '/^feishu_bridge_requests_total\{ingress="webhook",outcome="published"\}/ {print $2}')
     for run in $(seq 1 "$RUNS"); do
@@ -92,8 +94,8 @@ for follow in false true; do
     echo "  follower=$follow c=$c: median ${med} rps over ${RUNS} runs (${rps[*]}); CPU per event: bridge ${bus} µs, tansu ${kus} µs"
     echo "{\"peak\":{\"follow\":$follow,\"concurrency\":$c,\"runs\":[$(IFS=,; echo "${rps[*]}")],\"median_rps\":$med,\"cpu_us_per_event\":{\"bridge\":$bus,\"tansu\":$kus}}}" >>"$OUT"
     key="$follow-$c"; PEAK[$key]=$med
+    kill "$pid"; wait "$pid" 2>/dev/null || true
   done
-  kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 best() { local m=0; for c in $CONC; do [ "${PEAK[$1-$c]}" -gt "$m" ] && m=${PEAK[$1-$c]}; done; echo "$m"; }
 off=$(best false) on=$(best true)
