@@ -7,6 +7,16 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// App ids are `cli_` plus hex; anything else is escaped (all but RFC 3986's
+/// unreserved characters) so that the source stays one path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 pub const SPEC_VERSION: &str = "1.0";
 /// `ce_type` of dead letters (records carry Feishu's event type).
 pub const DEAD_LETTER_TYPE: &str = "feishu.dead_letter.v1";
@@ -45,7 +55,7 @@ impl Attributes<'_> {
 /// be unique per event, and Feishu's event ids are unique per app.
 pub fn source(app_id: Option<&str>) -> String {
     match app_id.filter(|a| !a.is_empty()) {
-        Some(app) => format!("/feishu/apps/{}", percent_encode(app)),
+        Some(app) => format!("/feishu/apps/{}", utf8_percent_encode(app, SEGMENT)),
         None => "/feishu/apps/unknown".to_owned(),
     }
 }
@@ -54,13 +64,7 @@ pub fn source(app_id: Option<&str>) -> String {
 /// `sha256:` and the hex digest of its envelope.
 pub fn content_id(envelope: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(envelope);
-    let mut id = String::with_capacity(7 + 64);
-    id.push_str("sha256:");
-    for b in digest {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    format!("sha256:{}", hex::encode(Sha256::digest(envelope)))
 }
 
 /// Milliseconds since the epoch as RFC 3339 in UTC, e.g. `2020-12-23T12:19:49.000Z`.
@@ -72,20 +76,6 @@ fn rfc3339(ms: i64) -> Option<String> {
     let ms = u64::try_from(ms).ok().filter(|&ms| ms <= LAST_MS)?;
     let t = UNIX_EPOCH.checked_add(Duration::from_millis(ms))?;
     Some(humantime::format_rfc3339_millis(t).to_string())
-}
-
-/// App ids are `cli_` plus hex; anything else is escaped so that the source
-/// stays one path segment of a valid URI reference.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -74,42 +74,10 @@ const PLAN_RETRY: Duration = Duration::from_millis(500);
 const QUEUED_MAX_KBYTES: &str = "1024";
 const FETCH_MAX_BYTES: &str = "1048576";
 
-/// Producer-only librdkafka properties: passing them to a consumer only
-/// earns a warning, so the follower leaves them out of `KAFKA_PROPERTIES`.
-pub(crate) const PRODUCER_ONLY: &[&str] = &[
-    "linger.ms",
-    "queue.buffering.max.ms",
-    "queue.buffering.max.kbytes",
-    "queue.buffering.max.messages",
-    "queue.buffering.backpressure.threshold",
-    "batch.num.messages",
-    "batch.size",
-    "compression.type",
-    "compression.codec",
-    "compression.level",
-    "message.send.max.retries",
-    "retries",
-    "delivery.timeout.ms",
-    "message.timeout.ms",
-    "request.timeout.ms",
-    "sticky.partitioning.linger.ms",
-    "queuing.strategy",
-    "delivery.report.only.error",
-    "enable.gapless.guarantee",
-    "transaction.timeout.ms",
-];
-
 /// The consumer's configuration: the same brokers and security settings as
 /// the producer, bounded pre-fetch, reads that return quickly when idle.
 pub fn client_config(config: &Config) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &config.brokers)
-        .set("client.id", "feishu-kafka-bridge-follower");
-    for (k, v) in &config.kafka_properties {
-        if !PRODUCER_ONLY.contains(&k.as_str()) {
-            cc.set(k, v.expose());
-        }
-    }
+    let mut cc = crate::sink::reader_config(config, "feishu-kafka-bridge-follower");
     // Set after the pass-through: the follower's correctness and memory
     // bound depend on these.
     cc.set("group.id", GROUP_ID)

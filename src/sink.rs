@@ -144,19 +144,40 @@ pub fn client_config(config: &Config) -> ClientConfig {
     cc
 }
 
-/// The client that asks Kafka for the topic's metadata (readiness): its own
-/// connections, not the producer's. With one produce request in flight per
-/// connection, a metadata request on the producer's connection would hold
-/// every produce behind it for a round trip, and a slow broker answers both
-/// slowly (measured with the mock cluster at 800 ms per round trip: readiness
-/// checks every 200 ms kept all but one of five events of a chat waiting
-/// past the 5 s drain).
-fn readiness_client_config(config: &Config) -> ClientConfig {
+/// Producer-only librdkafka properties: passing them to a consumer only
+/// earns a warning, so readers leave them out of `KAFKA_PROPERTIES`.
+const PRODUCER_ONLY: &[&str] = &[
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.backpressure.threshold",
+    "batch.num.messages",
+    "batch.size",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "message.send.max.retries",
+    "retries",
+    "delivery.timeout.ms",
+    "message.timeout.ms",
+    "request.timeout.ms",
+    "sticky.partitioning.linger.ms",
+    "queuing.strategy",
+    "delivery.report.only.error",
+    "enable.gapless.guarantee",
+    "transaction.timeout.ms",
+];
+
+/// A client that reads from Kafka (the dedup follower, readiness): the same
+/// brokers and security settings as the producer, without the producer-only
+/// properties of `KAFKA_PROPERTIES`.
+pub fn reader_config(config: &Config, client_id: &str) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.brokers)
-        .set("client.id", "feishu-kafka-bridge-readiness");
+        .set("client.id", client_id);
     for (k, v) in &config.kafka_properties {
-        if !crate::follower::PRODUCER_ONLY.contains(&k.as_str()) {
+        if !PRODUCER_ONLY.contains(&k.as_str()) {
             cc.set(k, v.expose());
         }
     }
@@ -177,7 +198,14 @@ pub struct Sink {
 impl Sink {
     pub fn new(config: &Config, metrics: Metrics) -> Result<Self, KafkaError> {
         let producer: FutureProducer = client_config(config).create()?;
-        let metadata: BaseConsumer = readiness_client_config(config).create()?;
+        // Readiness asks for metadata through its own connections, not the
+        // producer's: with one produce request in flight per connection, a
+        // metadata request there would hold every produce behind it for a
+        // round trip (measured with the mock cluster at 800 ms per round
+        // trip: readiness checks every 200 ms kept all but one of five
+        // events of a chat waiting past the 5 s drain).
+        let metadata: BaseConsumer =
+            reader_config(config, "feishu-kafka-bridge-readiness").create()?;
         Ok(Sink {
             producer,
             metadata: Arc::new(metadata),

@@ -578,38 +578,40 @@ async fn operator_endpoints_are_served_on_the_admin_port_only() {
     assert!(read_topic(&broker.bootstrap, &topic, 0, SETTLE).is_empty());
 }
 
+/// Runs the binary with only `env` and returns its exit code and stderr.
+fn start_up(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"));
+    cmd.env_clear().envs(env.iter().copied());
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"))
-        .env_clear()
-        .env("KAFKA_PROPERTIES", "enable.idempotence=false")
-        .env("KAFKA_BROKERS", "127.0.0.1:1")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = start_up(&[
+        ("KAFKA_PROPERTIES", "enable.idempotence=false"),
+        ("KAFKA_BROKERS", "127.0.0.1:1"),
+    ]);
+    assert_eq!(code, Some(2));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
         err.contains("KAFKA_PROPERTIES") && err.contains("enable.idempotence"),
         "{err}"
     );
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"))
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("KAFKA_BROKERS"));
+    let (code, err) = start_up(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("KAFKA_BROKERS"));
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"))
-        .env_clear()
-        .env("KAFKA_BROKERS", "127.0.0.1:1")
-        .env("BRIDGE_LISTEN", "127.0.0.1:18080")
-        .env("BRIDGE_ADMIN_LISTEN", "0.0.0.0:18080")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = start_up(&[
+        ("KAFKA_BROKERS", "127.0.0.1:1"),
+        ("BRIDGE_LISTEN", "127.0.0.1:18080"),
+        ("BRIDGE_ADMIN_LISTEN", "0.0.0.0:18080"),
+    ]);
+    assert_eq!(code, Some(2));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("BRIDGE_ADMIN_LISTEN"), "{err}");
 }

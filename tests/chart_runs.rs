@@ -80,17 +80,17 @@ async fn the_rendered_deployment_runs_the_binary_to_ready() {
         .to_string_lossy()
         .into_owned();
 
+    let declared: Vec<i64> = pod["ports"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_i64)
+        .collect();
     let mut env: Vec<(String, String)> = Vec::new();
     for (name, value) in pod["env"].as_object().expect("env") {
         let value = value.as_str().unwrap().to_owned();
         let value = if name.ends_with("_LISTEN") {
             let port = value.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
-            let declared: Vec<i64> = pod["ports"]
-                .as_object()
-                .unwrap()
-                .values()
-                .filter_map(Value::as_i64)
-                .collect();
             assert!(
                 declared.contains(&port.parse().unwrap()),
                 "{name}={value} is not a container port: {pod}"

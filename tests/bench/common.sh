@@ -5,6 +5,8 @@
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "nothing listens on $1" >&2; return 1; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# Waits until a bridge's /readyz (on its admin port) answers 200.
+wait_admin_ready() { for _ in $(seq 1 6000); do [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$1/readyz")" = 200 ] && return 0; sleep 0.05; done; echo "not ready: admin port $1" >&2; return 1; }
 
 echo "== building (release)"
 cargo build --release --locked --features bench --bins 2>&1 | tail -n 1

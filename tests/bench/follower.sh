@@ -43,11 +43,10 @@ trap cleanup EXIT
 source tests/bench/common.sh
 # Each bridge's admin port (/readyz, /metrics), by its callback port.
 declare -A ADMIN
-wait_ready() { for _ in $(seq 1 6000); do [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:${ADMIN[$1]}/readyz")" = 200 ] && return 0; sleep 0.05; done; echo "not ready: $1" >&2; return 1; }
+wait_ready() { wait_admin_ready "${ADMIN[$1]}"; }
 metrics() { curl -s "127.0.0.1:${ADMIN[$1]}/metrics"; }
 # CPU seconds (user + system) a process has used so far.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
-TANSU_PID=${PIDS[0]}
 create_topics() { for t in "$1" "$1.dlq"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done; }
 
 start_bridge() { # port topic follow -> pid (ADMIN[port] set by the caller)

@@ -97,12 +97,7 @@ fresh_system() { # name
   PID=$(start_system "$1" "$PORT" "$TOPIC")
   PIDS+=("$PID")
   wait_port "$PORT"
-  if [ "$1" = bridge ]; then
-    for _ in $(seq 1 1200); do
-      [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$ADMIN_PORT/readyz")" = 200 ] && break
-      sleep 0.1
-    done
-  fi
+  [ "$1" != bridge ] || wait_admin_ready "$ADMIN_PORT"
   sleep 1
 }
 stop_system() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
