@@ -1,8 +1,9 @@
 //! `feishu-kafka-bridge demo`: the whole path on one machine, with no
 //! Kafka to install. Starts librdkafka's mock cluster (a Kafka-protocol
 //! broker inside this process, reachable over TCP), runs the bridge against
-//! it, plays Feishu for the seed's sample event, and prints what a consumer
-//! reads back.
+//! it with every member event type routed, plays Feishu for a short member
+//! sequence built from the seed's sample event (users added, then the
+//! invitation withdrawn), and prints what a consumer reads back.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +16,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::{Config, DemoArgs, Secret};
 use crate::protocol::EncryptKey;
+use crate::record::MemberKind;
+use crate::routing::Routing;
 
 const SAMPLE: &str = include_str!("../tests/fixtures/seed_sample.json");
 const DEMO_ENCRYPT_KEY: &str = "demo-encrypt-key";
@@ -39,6 +42,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         dlq_topic: dlq,
         // Off so that the curl command printed below keeps working.
         timestamp_window: None,
+        routing: Routing::new(MemberKind::ALL.into(), None),
         readiness_interval: Duration::from_millis(500),
         ..Config::with_defaults(&brokers)
     };
@@ -58,26 +62,42 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     wait_ready(admin).await?;
 
     let key = EncryptKey::new(DEMO_ENCRYPT_KEY);
-    let (body, ts, nonce, sig) = signed_body(&key, SAMPLE, "1");
     let client = reqwest::Client::new();
-    let resp = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("x-lark-request-timestamp", &ts)
-        .header("x-lark-request-nonce", &nonce)
-        .header("x-lark-signature", &sig)
-        .body(body)
-        .send()
-        .await
-        .context("pushing the sample event")?;
-    println!(
-        "\npushed the seed's sample event (signed and encrypted): HTTP {} {}",
-        resp.status().as_u16(),
-        resp.text().await.unwrap_or_default()
-    );
+    // The users of the sample are added, then their invitation withdrawn:
+    // two records of one chat, in that order.
+    let added = SAMPLE
+        .replace("5e3702a84e847582be8db7fb73283c02", "demo-added-event-0001")
+        .replace(
+            MemberKind::UserWithdrawn.event_type(),
+            MemberKind::UserAdded.event_type(),
+        );
+    for (what, envelope, nonce) in [
+        ("users added", added.as_str(), "0"),
+        ("invitation withdrawn (the seed's sample)", SAMPLE, "1"),
+    ] {
+        let (body, ts, nonce, sig) = signed_body(&key, envelope, nonce);
+        let resp = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-lark-request-timestamp", &ts)
+            .header("x-lark-request-nonce", &nonce)
+            .header("x-lark-signature", &sig)
+            .body(body)
+            .send()
+            .await
+            .context("pushing a sample event")?;
+        println!(
+            "\npushed an event, {what} (signed and encrypted): HTTP {} {}",
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default()
+        );
+    }
 
-    let record = tokio::task::spawn_blocking(move || read_one(&brokers)).await??;
-    println!("\na consumer read back from {TOPIC}:\n{record}");
+    let records = tokio::task::spawn_blocking(move || read(&brokers, 2)).await??;
+    println!(
+        "\na consumer read back from {TOPIC}, in the chat's order:\n{}",
+        records.join("\n\n")
+    );
 
     // A second event, ready for curl: pushing it twice shows deduplication.
     let second = SAMPLE.replace("5e3702a84e847582be8db7fb73283c02", "demo-second-event-0001");
@@ -125,7 +145,8 @@ async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
     bail!("the bridge did not become ready within 10 s")
 }
 
-fn read_one(brokers: &str) -> anyhow::Result<String> {
+/// The first `n` records of the topic, formatted.
+fn read(brokers: &str, n: usize) -> anyhow::Result<Vec<String>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "feishu-kafka-bridge-demo")
@@ -137,7 +158,8 @@ fn read_one(brokers: &str) -> anyhow::Result<String> {
     }
     consumer.assign(&tpl)?;
     let give_up = std::time::Instant::now() + Duration::from_secs(15);
-    while std::time::Instant::now() < give_up {
+    let mut records = Vec::new();
+    while std::time::Instant::now() < give_up && records.len() < n {
         let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -160,7 +182,13 @@ fn read_one(brokers: &str) -> anyhow::Result<String> {
         let value: serde_json::Value = serde_json::from_slice(msg.payload().unwrap_or_default())?;
         out.push_str("\n  value:\n");
         out.push_str(&serde_json::to_string_pretty(&value)?);
-        return Ok(out);
+        records.push(out);
     }
-    bail!("no record arrived on {TOPIC} within 15 s")
+    if records.len() < n {
+        bail!(
+            "{} of {n} records arrived on {TOPIC} within 15 s",
+            records.len()
+        );
+    }
+    Ok(records)
 }

@@ -1,9 +1,10 @@
 //! The follower: feeds the dedup memory from the topics themselves, so that
 //! it survives restarts and spans replicas.
 //!
-//! Every record and dead letter the bridge writes carries its `event_id` in
-//! a header, so the two topics are already a durable, shared log of every id
-//! any replica published. The follower reads them back:
+//! Every record, raw record and dead letter the bridge writes carries its
+//! `event_id` in a header, so its topics are already a durable, shared log
+//! of every id any replica published, whatever the event's type. The
+//! follower reads them all back:
 //!
 //! * **Warm start.** At start-up it looks up, per partition, the first
 //!   offset younger than the TTL (ListOffsets by timestamp) and the end
@@ -17,7 +18,7 @@
 //!   replica is not ready. Past the budget the replica becomes ready anyway
 //!   (availability over a perfect memory), says so in a warning and a metric,
 //!   and keeps reading the rest in the background.
-//! * **Follow.** Then it keeps reading both topics as they grow, so an id
+//! * **Follow.** Then it keeps reading the topics as they grow, so an id
 //!   published by another replica is known here a moment later (measured in
 //!   README.md, Guarantees). Partitions are assigned explicitly: no
 //!   consumer-group membership, no offset commits; partitions added later
@@ -174,13 +175,17 @@ impl Follower {
         let mut cc = client_config(config);
         cc.set("statistics.interval.ms", "1000");
         let consumer = cc.create_with_context(Context::default())?;
+        // Every topic the bridge writes: an id published to any of them is
+        // a duplicate wherever its copy lands.
+        let raw = config.routing.raw_topic().map(|t| (t, Destination::Raw));
         let topics = [
-            (&config.topic, Destination::Record),
-            (&config.dlq_topic, Destination::DeadLetter),
+            (config.topic.as_str(), Destination::Record),
+            (config.dlq_topic.as_str(), Destination::DeadLetter),
         ]
         .into_iter()
+        .chain(raw)
         .map(|(name, destination)| Watched {
-            name: name.clone(),
+            name: name.to_owned(),
             destination,
             partitions: Vec::new(),
         })

@@ -158,9 +158,10 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
     let answer = s.pipeline.handle(event, deadline).await;
     pipeline::report(&s.metrics, WEBHOOK, &event_id, &event_type, &answer);
     match answer {
-        Answer::Published | Answer::Duplicate | Answer::DeadLettered { .. } | Answer::Ignored => {
-            success()
-        }
+        Answer::Published
+        | Answer::Duplicate
+        | Answer::DeadLettered { .. }
+        | Answer::Ignored(_) => success(),
         Answer::Unavailable(why) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, &why.to_string());
             r.headers_mut().insert(

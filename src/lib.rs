@@ -1,6 +1,7 @@
-//! feishu-kafka-bridge: receives Feishu/Lark `im.chat.member.user.withdrawn_v1`
-//! callbacks, verifies and deduplicates them, and publishes normalized
-//! records to Kafka keyed by `chat_id`.
+//! feishu-kafka-bridge: receives Feishu/Lark events (HTTP callbacks or the
+//! long connection), verifies and deduplicates them, and publishes the
+//! chat-member family as normalized records keyed by `chat_id`, and any
+//! other routed type raw.
 //!
 //! `main` parses the configuration and calls [`run`]; everything else is
 //! here so that tests and the demo drive the same code.
@@ -14,12 +15,15 @@ pub mod demo;
 pub mod follower;
 pub mod ingress;
 pub mod longconn;
+pub mod message;
 pub mod metrics;
 pub mod order;
 pub mod pipeline;
 pub mod protocol;
 pub mod readiness;
 pub mod record;
+pub mod routing;
+pub mod secret;
 pub mod server;
 pub mod sink;
 
@@ -39,6 +43,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::protocol::Verifier;
 use crate::readiness::Readiness;
+use crate::routing::{RawRoute, RawTypes};
 use crate::server::Listeners;
 use crate::sink::Sink;
 
@@ -76,7 +81,15 @@ pub async fn run(
         config.ingress == IngressMode::LongConnection,
         dedup.clone(),
     ));
-    let pipeline = Pipeline::new(dedup, sink.clone());
+    metrics.register_event_types(config.routing.members().map(|k| k.event_type()));
+    if let Some(RawRoute {
+        types: RawTypes::Listed(types),
+        ..
+    }) = config.routing.raw()
+    {
+        metrics.register_event_types(types.iter().map(String::as_str));
+    }
+    let pipeline = Pipeline::new(dedup, sink.clone(), config.routing.clone());
 
     let ingress = Arc::new(Ingress {
         verifier: Verifier::new(
@@ -122,6 +135,9 @@ pub async fn run(
         event_path = %config.event_path,
         topic = %config.topic,
         dlq_topic = %config.dlq_topic,
+        event_types = %config.routing.members().map(|k| k.event_type()).collect::<Vec<_>>().join(","),
+        raw_event_types = %raw_types(&config.routing),
+        raw_topic = config.routing.raw_topic().unwrap_or_default(),
         encryption = config.encrypt_key.is_some(),
         token_check = config.verification_token.is_some(),
         "listening"
@@ -218,6 +234,25 @@ pub async fn run(
     Ok(())
 }
 
+/// `BRIDGE_RAW_EVENT_TYPES` as configured, for the start-up log.
+fn raw_types(routing: &routing::Routing) -> String {
+    match routing.raw() {
+        None => String::new(),
+        Some(RawRoute {
+            types: RawTypes::AllOthers,
+            ..
+        }) => "*".into(),
+        Some(RawRoute {
+            types: RawTypes::Listed(types),
+            ..
+        }) => types
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
 /// Polls Kafka for the topic's metadata and publishes the answer as readiness.
 async fn watch_readiness(
     sink: Sink,
@@ -238,9 +273,9 @@ async fn watch_readiness(
         metrics.ready.set(readiness.is_ready() as i64);
         if was != Some(ok) {
             if ok {
-                info!("ready: kafka answers metadata for the topic");
+                info!("ready: kafka answers metadata for the topics");
             } else {
-                warn!("not ready: kafka does not answer metadata for the topic");
+                warn!("not ready: kafka does not answer metadata for the topics");
             }
             was = Some(ok);
         }

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Demo(args)) => {
-            init_logging(LogFormat::Text, &cli.settings.log_filter);
+            init_logging(LogFormat::Text, &cli.settings.log.filter);
             match runtime.block_on(feishu_kafka_bridge::demo::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(cli.settings.log_format, &cli.settings.log_filter);
+            init_logging(cli.settings.log.format, &cli.settings.log.filter);
             let result = runtime.block_on(async {
                 let listeners = feishu_kafka_bridge::server::Listeners::bind(&config).await?;
                 feishu_kafka_bridge::run(config, listeners, feishu_kafka_bridge::shutdown_signal())

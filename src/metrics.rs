@@ -22,6 +22,30 @@ pub mod outcome {
     pub const PUBLISH_FAILED: &str = "publish_failed";
 }
 
+/// The `outcome` values of `events_total`.
+pub const EVENT_OUTCOMES: [&str; 4] = [
+    outcome::PUBLISHED,
+    outcome::DUPLICATE,
+    outcome::DEAD_LETTERED,
+    outcome::PUBLISH_FAILED,
+];
+
+/// The `event_type` label: anything that does not look like a Feishu event
+/// type is folded into `other`, so that input cannot blow up the number
+/// of series.
+fn type_label(event_type: &str) -> &str {
+    let sane = !event_type.is_empty()
+        && event_type.len() <= 64
+        && event_type
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
+    if sane {
+        event_type
+    } else {
+        "other"
+    }
+}
+
 /// Where an event came in: the `ingress` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingress {
@@ -46,6 +70,7 @@ impl Ingress {
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
+    pub events: IntCounterVec,
     pub ignored_events: IntCounterVec,
     pub request_duration: HistogramVec,
     pub publish_duration: HistogramVec,
@@ -124,6 +149,14 @@ impl Metrics {
                 "Event deliveries (callback requests, long-connection events) by ingress and outcome",
             ),
             &["ingress", "outcome"],
+        )
+        .expect("metric");
+        let events = IntCounterVec::new(
+            Opts::new(
+                "events_total",
+                "Routed events (member and raw) by ingress, event type and outcome",
+            ),
+            &["ingress", "event_type", "outcome"],
         )
         .expect("metric");
         let ignored_events = IntCounterVec::new(
@@ -239,7 +272,7 @@ impl Metrics {
             ids_learned: IntCounterVec::new(
                 Opts::new(
                     "dedup_ids_learned_total",
-                    "event_ids learned by reading the record and dead-letter topics back, by source",
+                    "event_ids learned by reading the topics the bridge writes back, by source",
                 ),
                 &["source"],
             )
@@ -287,6 +320,7 @@ impl Metrics {
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(events.clone()),
             Box::new(ignored_events.clone()),
             Box::new(request_duration.clone()),
             Box::new(publish_duration.clone()),
@@ -337,7 +371,7 @@ impl Metrics {
         for r in crate::longconn::fragments::DROP_REASONS {
             long_connection.fragments_dropped.with_label_values(&[r]);
         }
-        for d in ["record", "dead_letter"] {
+        for d in crate::sink::Destination::ALL.map(|d| d.label()) {
             publish_duration.with_label_values(&[d]);
             follower.lag_records.with_label_values(&[d]);
             follower.lag_seconds.with_label_values(&[d]);
@@ -351,6 +385,7 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            events,
             ignored_events,
             request_duration,
             publish_duration,
@@ -377,20 +412,32 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts an ignored event type, folding anything that does not look
-    /// like a Feishu event type into `other` so that a sender cannot blow
-    /// up the number of series.
+    /// Counts an ignored event type.
     pub fn count_ignored(&self, ingress: Ingress, event_type: &str) {
-        let sane = !event_type.is_empty()
-            && event_type.len() <= 64
-            && event_type
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_');
-        let label = if sane { event_type } else { "other" };
         self.ignored_events
-            .with_label_values(&[ingress.as_str(), label])
+            .with_label_values(&[ingress.as_str(), type_label(event_type)])
             .inc();
         self.count(ingress, outcome::IGNORED);
+    }
+
+    /// Counts a routed event's outcome by its type.
+    pub fn count_event(&self, ingress: Ingress, event_type: &str, outcome: &str) {
+        self.events
+            .with_label_values(&[ingress.as_str(), type_label(event_type), outcome])
+            .inc();
+    }
+
+    /// Creates the `events_total` series of the types routed by name, so
+    /// that dashboards see zeros before the first event of each.
+    pub fn register_event_types<'a>(&self, types: impl IntoIterator<Item = &'a str>) {
+        for t in types {
+            for ingress in Ingress::ALL {
+                for o in EVENT_OUTCOMES {
+                    self.events
+                        .with_label_values(&[ingress.as_str(), type_label(t), o]);
+                }
+            }
+        }
     }
 
     pub fn render(&self) -> String {
@@ -417,6 +464,12 @@ mod tests {
         m.count_rejected(Ingress::Webhook, "bad_signature");
         m.count_ignored(Ingress::Webhook, "im.message.receive_v1");
         m.count_ignored(Ingress::LongConnection, "<script>");
+        m.register_event_types(["im.chat.member.user.added_v1"]);
+        m.count_event(
+            Ingress::Webhook,
+            "im.message.receive_v1",
+            outcome::PUBLISHED,
+        );
         let text = m.render();
         for needle in [
             "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"rejected_bad_signature\"} 1",
@@ -430,6 +483,9 @@ mod tests {
             "feishu_bridge_dedup_ids_learned_total{source=\"warm_start\"} 0",
             "feishu_bridge_dedup_follower_lag_seconds{destination=\"dead_letter\"} 0",
             "feishu_bridge_dedup_follower_delay_seconds_bucket",
+            "feishu_bridge_events_total{event_type=\"im.chat.member.user.added_v1\",ingress=\"long_connection\",outcome=\"dead_lettered\"} 0",
+            "feishu_bridge_events_total{event_type=\"im.message.receive_v1\",ingress=\"webhook\",outcome=\"published\"} 1",
+            "feishu_bridge_publish_duration_seconds_count{destination=\"raw\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -8,15 +8,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use crate::cloudevents;
-use crate::dedup::{self, Claim, Dedup, Settled};
+use std::sync::Arc;
+
 use tracing::{info, warn};
 
+use crate::dedup::{self, Claim, Dedup, Settled};
+use crate::message;
 use crate::metrics::{outcome, Ingress, Metrics};
 use crate::order::Turn;
-use crate::protocol::{Schema, VerifiedEvent, WITHDRAWN_EVENT_TYPE};
-use crate::record::{self, DeadLetter, DEAD_LETTER_SCHEMA, RECORD_SCHEMA};
-use crate::sink::{Destination, Outgoing, PublishError, Sink};
+use crate::protocol::VerifiedEvent;
+use crate::routing::{NotRouted, Routing};
+use crate::sink::{Outgoing, PublishError, Sink};
 
 /// The answer owed to Feishu for one event.
 #[derive(Debug)]
@@ -26,7 +28,8 @@ pub enum Answer {
         reason: String,
     },
     Duplicate,
-    Ignored,
+    /// Authentic, acknowledged, and not published.
+    Ignored(NotRouted),
     /// Not written (yet): Feishu must retry.
     Unavailable(Unavailable),
 }
@@ -53,11 +56,20 @@ pub enum Unavailable {
 pub struct Pipeline {
     dedup: Dedup,
     sink: Sink,
+    routing: Arc<Routing>,
 }
 
 impl Pipeline {
-    pub fn new(dedup: Dedup, sink: Sink) -> Self {
-        Pipeline { dedup, sink }
+    pub fn new(dedup: Dedup, sink: Sink, routing: Routing) -> Self {
+        Pipeline {
+            dedup,
+            sink,
+            routing: Arc::new(routing),
+        }
+    }
+
+    pub fn routing(&self) -> &Routing {
+        &self.routing
     }
 
     pub fn dedup(&self) -> &Dedup {
@@ -83,16 +95,27 @@ impl Pipeline {
         deadline: Instant,
         mut turn: Turn,
     ) -> Answer {
-        if event.schema() != Schema::V2 || event.event_type() != WITHDRAWN_EVENT_TYPE {
-            return Answer::Ignored;
-        }
+        let route = match self.routing.route(&event) {
+            Ok(route) => route,
+            Err(why) => return Answer::Ignored(why),
+        };
         if !turn.wait(deadline).await {
             return Answer::Unavailable(Unavailable::EarlierEventOfChatPending);
         }
         let received_at_ms = now_ms();
+        let build = || {
+            let (msg, built) = message::build(&event, route, received_at_ms);
+            let on_ack = match built {
+                Ok(()) => Answer::Published,
+                Err(reason) => Answer::DeadLettered {
+                    reason: reason.to_string(),
+                },
+            };
+            (msg, on_ack)
+        };
         let Some(event_id) = event.event_id().map(str::to_owned) else {
             // Nothing to deduplicate on: this can only be a dead letter.
-            let (msg, answer) = build(&event, received_at_ms);
+            let (msg, answer) = build();
             return self.publish(msg, answer, None, deadline, &mut turn).await;
         };
         match self.dedup.claim(&event_id) {
@@ -108,7 +131,7 @@ impl Pipeline {
                 }
             }
             Claim::Owner(owner) => {
-                let (msg, answer) = build(&event, received_at_ms);
+                let (msg, answer) = build();
                 self.publish(msg, answer, Some(owner), deadline, &mut turn)
                     .await
             }
@@ -209,112 +232,38 @@ pub fn report(
     answer: &Answer,
 ) {
     let via = ingress.as_str();
-    match answer {
+    let outcome = match answer {
         Answer::Published => {
-            metrics.count(ingress, outcome::PUBLISHED);
-            info!(ingress = via, outcome = outcome::PUBLISHED, %event_id, "published");
+            info!(ingress = via, outcome = outcome::PUBLISHED, %event_id, %event_type, "published");
+            outcome::PUBLISHED
         }
         Answer::Duplicate => {
-            metrics.count(ingress, outcome::DUPLICATE);
-            info!(ingress = via, outcome = outcome::DUPLICATE, %event_id, "duplicate of a remembered event_id; not published again");
+            info!(ingress = via, outcome = outcome::DUPLICATE, %event_id, %event_type, "duplicate of a remembered event_id; not published again");
+            outcome::DUPLICATE
         }
         Answer::DeadLettered { reason } => {
-            metrics.count(ingress, outcome::DEAD_LETTERED);
-            warn!(ingress = via, outcome = outcome::DEAD_LETTERED, %event_id, %reason, "event could not be normalized; written to the dead-letter topic");
+            warn!(ingress = via, outcome = outcome::DEAD_LETTERED, %event_id, %event_type, %reason, "event could not be normalized; written to the dead-letter topic");
+            outcome::DEAD_LETTERED
         }
-        Answer::Ignored => {
+        Answer::Ignored(why) => {
             metrics.count_ignored(ingress, event_type);
-            info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "event type not handled; acknowledged");
+            match why {
+                NotRouted::Unlisted => {
+                    info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "event type not routed (BRIDGE_EVENT_TYPES, BRIDGE_RAW_EVENT_TYPES); acknowledged")
+                }
+                NotRouted::Schema1 => {
+                    info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "schema 1.0 event: never routed (only 2.0 envelopes are published); acknowledged")
+                }
+            }
+            return;
         }
         Answer::Unavailable(why) => {
-            metrics.count(ingress, outcome::PUBLISH_FAILED);
-            warn!(ingress = via, outcome = outcome::PUBLISH_FAILED, %event_id, reason = %why, "not acknowledged by kafka; answering so that Feishu delivers it again");
+            warn!(ingress = via, outcome = outcome::PUBLISH_FAILED, %event_id, %event_type, reason = %why, "not acknowledged by kafka; answering so that Feishu delivers it again");
+            outcome::PUBLISH_FAILED
         }
-    }
-}
-
-/// Normalizes the event, or wraps it as a dead letter when it cannot be.
-fn build(event: &VerifiedEvent, received_at_ms: i64) -> (Outgoing, Answer) {
-    let event_id = event.event_id().unwrap_or_default().to_owned();
-    match record::normalize(event, received_at_ms) {
-        Ok(rec) => {
-            let mut headers = vec![
-                ("event_id", rec.event_id.clone()),
-                ("event_type", rec.event_type.clone()),
-                ("tenant_key", rec.tenant_key.clone().unwrap_or_default()),
-                ("schema", RECORD_SCHEMA.to_owned()),
-            ];
-            headers.extend(
-                cloudevents::Attributes {
-                    id: &rec.event_id,
-                    kind: &rec.event_type,
-                    app_id: rec.app_id.as_deref(),
-                    time_ms: rec.create_time_ms,
-                }
-                .headers(),
-            );
-            let msg = Outgoing {
-                destination: Destination::Record,
-                key: Some(rec.chat_id.clone()),
-                payload: to_json(&rec),
-                headers,
-            };
-            (msg, Answer::Published)
-        }
-        Err(reason) => {
-            let dl = DeadLetter::new(event, &reason, received_at_ms);
-            let header = event.envelope().get("header");
-            let text = |field: &str| header.and_then(|h| h.get(field)).and_then(|t| t.as_str());
-            let tenant_key = text("tenant_key").unwrap_or_default().to_owned();
-            // Best effort: the event could not be normalized, so create_time
-            // may be what is wrong with it.
-            let create_time_ms = header.and_then(|h| h.get("create_time")).and_then(|t| {
-                t.as_i64()
-                    .or_else(|| t.as_str().and_then(|s| s.trim().parse().ok()))
-            });
-            let mut headers = vec![
-                ("event_id", event_id.clone()),
-                ("event_type", event.event_type().to_owned()),
-                ("tenant_key", tenant_key),
-                ("schema", DEAD_LETTER_SCHEMA.to_owned()),
-                ("reason", reason.to_string()),
-            ];
-            // ce_id must not be empty; an event without event_id gets one
-            // derived from its content, so the same envelope keeps its id.
-            let ce_id = if event_id.is_empty() {
-                cloudevents::content_id(&to_json(event.envelope()))
-            } else {
-                event_id.clone()
-            };
-            headers.extend(
-                cloudevents::Attributes {
-                    id: &ce_id,
-                    kind: cloudevents::DEAD_LETTER_TYPE,
-                    app_id: text("app_id"),
-                    time_ms: create_time_ms,
-                }
-                .headers(),
-            );
-            let msg = Outgoing {
-                destination: Destination::DeadLetter,
-                key: dl.chat_id().map(str::to_owned),
-                payload: to_json(&dl),
-                headers,
-            };
-            (
-                msg,
-                Answer::DeadLettered {
-                    reason: reason.to_string(),
-                },
-            )
-        }
-    }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Serializing these plain structs (string keys, no maps with non-string
-    // keys, no floats) cannot fail.
-    serde_json::to_vec(value).unwrap_or_default()
+    };
+    metrics.count(ingress, outcome);
+    metrics.count_event(ingress, event_type, outcome);
 }
 
 pub fn now_ms() -> i64 {

@@ -36,7 +36,7 @@ impl Readiness {
     /// `None` when ready, else why not (served by `/readyz`).
     pub fn not_ready_because(&self) -> Option<&'static str> {
         if !self.kafka.load(Ordering::Relaxed) {
-            Some("kafka does not answer metadata for the topic")
+            Some("kafka does not answer metadata for the topics events are routed to")
         } else if !self.dedup.is_complete() {
             Some("the dedup memory is being read back from Kafka (warm start)")
         } else if self.require_long_connection && !self.long_connection.load(Ordering::Relaxed) {

@@ -19,15 +19,26 @@ use crate::metrics::Metrics;
 /// Where a message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination {
+    /// Member records (`KAFKA_TOPIC`).
     Record,
     DeadLetter,
+    /// Raw records (`BRIDGE_RAW_TOPIC`).
+    Raw,
 }
 
 impl Destination {
+    pub const ALL: [Destination; 3] = [
+        Destination::Record,
+        Destination::DeadLetter,
+        Destination::Raw,
+    ];
+
+    /// The `destination` label of the metrics.
     pub fn label(self) -> &'static str {
         match self {
             Destination::Record => "record",
             Destination::DeadLetter => "dead_letter",
+            Destination::Raw => "raw",
         }
     }
 }
@@ -192,6 +203,8 @@ pub struct Sink {
     warmed: Arc<AtomicBool>,
     topic: String,
     dlq_topic: String,
+    /// Set exactly when raw routing is on.
+    raw_topic: Option<String>,
     metrics: Metrics,
 }
 
@@ -212,6 +225,7 @@ impl Sink {
             warmed: Arc::new(AtomicBool::new(false)),
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
+            raw_topic: config.routing.raw_topic().map(str::to_owned),
             metrics,
         })
     }
@@ -219,9 +233,14 @@ impl Sink {
     /// Puts the message on the producer's queue. Fails at once when the
     /// queue is full; otherwise returns a handle that resolves on the ack.
     pub fn enqueue(&self, msg: &Outgoing) -> Result<Delivery, PublishError> {
-        let topic = match msg.destination {
-            Destination::Record => &self.topic,
-            Destination::DeadLetter => &self.dlq_topic,
+        let topic = match (msg.destination, &self.raw_topic) {
+            (Destination::Record, _) => &self.topic,
+            (Destination::DeadLetter, _) => &self.dlq_topic,
+            (Destination::Raw, Some(raw)) => raw,
+            // Only raw routing builds raw messages, and it comes with its topic.
+            (Destination::Raw, None) => {
+                return Err(PublishError::Client("no raw topic configured".into()))
+            }
         };
         let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
         for (k, v) in &msg.headers {
@@ -259,29 +278,32 @@ impl Sink {
         self.producer.in_flight_count()
     }
 
-    /// Asks the cluster for the topic's metadata; true when every partition has a leader.
-    /// Blocking: call from a blocking thread.
+    /// The topics events are routed to: the member topic, and the raw topic
+    /// when raw routing is on. (The dead-letter topic is optional.)
+    pub fn required_topics(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.topic.as_str()).chain(self.raw_topic.as_deref())
+    }
+
+    /// Asks the cluster for the routed topics' metadata; true when every
+    /// partition of each has a leader. Blocking: call from a blocking thread.
     pub fn topic_available(&self, timeout: Duration) -> bool {
         if !self.warmed.load(Ordering::Relaxed) {
             // Until the first success, ask through the producer: the answer
             // fills its metadata cache, so the first event does not wait for
             // the producer to look up the topic (several round trips to a
-            // slow broker). The dead-letter topic is optional.
+            // slow broker).
             let client = self.producer.client();
-            let ok = topic_ready(
-                client.fetch_metadata(Some(&self.topic), timeout),
-                &self.topic,
-            );
+            let ok = self
+                .required_topics()
+                .all(|t| topic_ready(client.fetch_metadata(Some(t), timeout), t));
             if ok {
                 let _ = client.fetch_metadata(Some(&self.dlq_topic), timeout);
                 self.warmed.store(true, Ordering::Relaxed);
             }
             return ok;
         }
-        topic_ready(
-            self.metadata.fetch_metadata(Some(&self.topic), timeout),
-            &self.topic,
-        )
+        self.required_topics()
+            .all(|t| topic_ready(self.metadata.fetch_metadata(Some(t), timeout), t))
     }
 
     /// Waits for every queued message to be acknowledged or to fail. Blocking.

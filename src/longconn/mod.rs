@@ -459,8 +459,11 @@ impl LongConnection {
                 } else {
                     protocol::from_long_connection(&payload).map_err(Some)
                 };
+                let routing = self.pipeline.routing();
                 let turn = match &parsed {
-                    Ok(event) => chat_of(event).map_or_else(Turn::none, |chat| lines.take(chat)),
+                    Ok(event) => routing
+                        .line_key(event)
+                        .map_or_else(Turn::none, |key| lines.take(key)),
                     Err(_) => Turn::none(),
                 };
                 let job = EventJob {
@@ -482,15 +485,6 @@ impl LongConnection {
             Kind::Card | Kind::Ping | Kind::Other => None,
         }
     }
-}
-
-/// The chat an event's record is keyed by, when it has one.
-fn chat_of(event: &protocol::VerifiedEvent) -> Option<&str> {
-    event
-        .envelope()
-        .get("event")
-        .and_then(|e| e.get("chat_id"))
-        .and_then(serde_json::Value::as_str)
 }
 
 fn lost(reason: &'static str, detail: String) -> SessionEnd {

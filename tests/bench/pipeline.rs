@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use feishu_kafka_bridge::config::Secret;
 use feishu_kafka_bridge::protocol::{EncryptKey, Inbound, SignatureHeaders, Verifier};
-use feishu_kafka_bridge::record;
+use feishu_kafka_bridge::record::member::{normalize, MemberKind};
 
 const SEED: &str = include_str!("../fixtures/seed_sample.json");
 const KEY: &str = "bench-encrypt-key";
@@ -48,7 +48,7 @@ fn main() {
         else {
             panic!("the sample must verify");
         };
-        let rec = record::normalize(&event, 0).expect("the sample normalizes");
+        let rec = normalize(&event, MemberKind::UserWithdrawn, 0).expect("the sample normalizes");
         bytes += serde_json::to_vec(&rec).expect("serializes").len();
     }
     let took = started.elapsed();

@@ -463,6 +463,8 @@ pub struct Record {
     pub key: Option<String>,
     pub headers: HashMap<String, String>,
     pub value: Value,
+    /// The record's timestamp (ms): when the bridge handed it to its producer.
+    pub timestamp: Option<i64>,
 }
 
 /// Reads `topic` from the beginning of every partition until `expect`
@@ -516,6 +518,7 @@ pub fn read_topic(bootstrap: &str, topic: &str, expect: usize, settle: Duration)
             headers,
             value: serde_json::from_slice(msg.payload().unwrap_or_default())
                 .expect("record value is JSON"),
+            timestamp: msg.timestamp().to_millis(),
         });
     }
     out

@@ -1,4 +1,4 @@
-//! Envelope parse → signature → decrypt → token → classify → normalize, on
+//! Envelope parse → signature → decrypt → token → classify → every record form, on
 //! arbitrary bytes. The first byte picks how the rest is delivered:
 //! * as a raw body, unsigned, to a bridge with an encrypt key;
 //! * as a raw body, correctly signed (so fuzzing reaches decryption);
@@ -10,12 +10,12 @@
 #![no_main]
 #![allow(dead_code)]
 
-#[path = "../../../src/config.rs"]
-mod config;
 #[path = "../../../src/protocol/mod.rs"]
 mod protocol;
-#[path = "../../../src/record.rs"]
+#[path = "../../../src/record/mod.rs"]
 mod record;
+#[path = "../../../src/secret.rs"]
+mod secret;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,16 +31,22 @@ fn exercise(verifier: &Verifier, body: &[u8], headers: SignatureHeaders<'_>, now
     }
 }
 
-/// What the pipeline does with an accepted event, short of Kafka.
+/// What the pipeline does with an accepted event, short of Kafka: every
+/// form it can take (each member record, raw), or its dead letter.
 fn publish(event: &protocol::VerifiedEvent) {
     let _ = event.event_id();
-    match record::normalize(event, 0) {
-        Ok(rec) => {
-            let _ = serde_json::to_vec(&rec);
-        }
-        Err(reason) => {
+    let mut outcomes: Vec<Result<Vec<u8>, record::NormalizeError>> = record::MemberKind::ALL
+        .into_iter()
+        .map(|kind| record::member::normalize(event, kind, 0).map(|rec| serde_json::to_vec(&rec).unwrap_or_default()))
+        .collect();
+    outcomes.push(record::raw::encode(event).map(|rec| {
+        let _ = rec.key;
+        serde_json::to_vec(&rec.value).unwrap_or_default()
+    }));
+    for outcome in outcomes {
+        if let Err(reason) = outcome {
             let dl = record::DeadLetter::new(event, &reason, 0);
-            let _ = dl.chat_id();
+            let _ = (dl.chat_id(), dl.tenant_key(), dl.app_id(), dl.create_time_ms());
             let _ = serde_json::to_vec(&dl);
         }
     }
@@ -49,8 +55,8 @@ fn publish(event: &protocol::VerifiedEvent) {
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let key = config::Secret::new(KEY);
-    let with_key = Verifier::new(Some(&key), Some(config::Secret::new(TOKEN)), Some(Duration::from_secs(300)));
+    let key = secret::Secret::new(KEY);
+    let with_key = Verifier::new(Some(&key), Some(secret::Secret::new(TOKEN)), Some(Duration::from_secs(300)));
     let enc = EncryptKey::new(KEY);
     match mode % 5 {
         0 => exercise(&with_key, rest, SignatureHeaders::default(), now),

@@ -1,0 +1,292 @@
+//! The Feishu side: which ingress, and the credentials and limits of each
+//! (the callback's encrypt key, token and timestamp window; the long
+//! connection's app, domain and timeouts).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{invalid, positive, required, ConfigError};
+use crate::secret::Secret;
+
+/// Feishu's open platform; the long connection's endpoint is found there.
+pub const FEISHU_DOMAIN: &str = "https://open.feishu.cn";
+/// Lark's (international) open platform.
+pub const LARK_DOMAIN: &str = "https://open.larksuite.com";
+
+/// Where events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IngressMode {
+    /// HTTP callbacks from Feishu to `BRIDGE_EVENT_PATH`.
+    Webhook,
+    /// The bridge dials Feishu's WebSocket; no public endpoint needed.
+    LongConnection,
+    /// Both at once, into the same deduplication and topic.
+    Both,
+}
+
+impl IngressMode {
+    pub fn webhook(self) -> bool {
+        matches!(self, IngressMode::Webhook | IngressMode::Both)
+    }
+    pub fn long_connection(self) -> bool {
+        matches!(self, IngressMode::LongConnection | IngressMode::Both)
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Feishu")]
+pub struct FeishuArgs {
+    /// Where events come from: `webhook` (Feishu posts to BRIDGE_EVENT_PATH),
+    /// `long-connection` (the bridge dials Feishu's WebSocket), or `both`.
+    #[arg(long, env = "BRIDGE_INGRESS", value_enum, default_value_t = IngressMode::Webhook)]
+    pub ingress: IngressMode,
+
+    /// App ID of the self-built app (long connection).
+    #[arg(long, env = "FEISHU_APP_ID")]
+    pub app_id: Option<String>,
+
+    /// App Secret of the app (long connection).
+    #[arg(long, env = "FEISHU_APP_SECRET", hide_env_values = true)]
+    pub app_secret: Option<Secret>,
+
+    /// File holding the App Secret (trailing newline ignored).
+    #[arg(long, env = "FEISHU_APP_SECRET_FILE", conflicts_with = "app_secret")]
+    pub app_secret_file: Option<PathBuf>,
+
+    /// Open platform for the long connection: `feishu`, `lark`, or a base
+    /// URL (a proxy, or a stand-in for tests).
+    #[arg(long, env = "FEISHU_DOMAIN", default_value = "feishu")]
+    pub domain: String,
+
+    /// Long connection: after a ping, how long to wait for any frame before
+    /// the connection is declared dead and re-established, in ms.
+    #[arg(long, env = "FEISHU_PONG_TIMEOUT_MS", default_value_t = 10_000)]
+    pub pong_timeout_ms: u64,
+
+    /// Long connection: how long endpoint discovery plus the WebSocket
+    /// handshake may take, in ms.
+    #[arg(long, env = "FEISHU_CONNECT_TIMEOUT_MS", default_value_t = 15_000)]
+    pub connect_timeout_ms: u64,
+
+    /// Encrypt Key from the Feishu console. Enables decryption and signature checks.
+    #[arg(long, env = "FEISHU_ENCRYPT_KEY", hide_env_values = true)]
+    pub encrypt_key: Option<Secret>,
+
+    /// File holding the Encrypt Key (trailing newline ignored).
+    #[arg(long, env = "FEISHU_ENCRYPT_KEY_FILE", conflicts_with = "encrypt_key")]
+    pub encrypt_key_file: Option<PathBuf>,
+
+    /// Verification Token from the Feishu console. Checked on every request.
+    #[arg(long, env = "FEISHU_VERIFICATION_TOKEN", hide_env_values = true)]
+    pub verification_token: Option<Secret>,
+
+    /// File holding the Verification Token (trailing newline ignored).
+    #[arg(
+        long,
+        env = "FEISHU_VERIFICATION_TOKEN_FILE",
+        conflicts_with = "verification_token"
+    )]
+    pub verification_token_file: Option<PathBuf>,
+
+    /// Accepted clock skew of X-Lark-Request-Timestamp, in seconds (0 disables the check).
+    #[arg(long, env = "BRIDGE_TIMESTAMP_WINDOW_SECS", default_value_t = 300)]
+    pub timestamp_window_secs: u64,
+}
+
+/// What the long connection needs.
+#[derive(Debug, Clone)]
+pub struct LongConnectionConfig {
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// Base URL of the open platform, without a trailing slash.
+    pub domain: String,
+    pub pong_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// The callback's secrets: the encrypt key and the verification token.
+pub struct WebhookSecrets {
+    pub encrypt_key: Option<Secret>,
+    pub verification_token: Option<Secret>,
+}
+
+impl FeishuArgs {
+    /// The callback's secrets. Each ingress reads only its own, so that one
+    /// Secret with every key (some empty) serves all modes.
+    pub fn webhook_secrets(&self) -> Result<WebhookSecrets, ConfigError> {
+        if !self.ingress.webhook() {
+            return Ok(WebhookSecrets {
+                encrypt_key: None,
+                verification_token: None,
+            });
+        }
+        Ok(WebhookSecrets {
+            encrypt_key: secret(
+                &self.encrypt_key,
+                &self.encrypt_key_file,
+                "FEISHU_ENCRYPT_KEY",
+                "FEISHU_ENCRYPT_KEY_FILE",
+            )?,
+            verification_token: secret(
+                &self.verification_token,
+                &self.verification_token_file,
+                "FEISHU_VERIFICATION_TOKEN",
+                "FEISHU_VERIFICATION_TOKEN_FILE",
+            )?,
+        })
+    }
+
+    /// The long connection's settings, when it is an ingress.
+    pub fn long_connection(&self) -> Result<Option<LongConnectionConfig>, ConfigError> {
+        if !self.ingress.long_connection() {
+            return Ok(None);
+        }
+        let app_id = required(
+            &self.app_id,
+            "FEISHU_APP_ID",
+            "is required with BRIDGE_INGRESS=long-connection or both",
+        )?;
+        let app_secret = secret(
+            &self.app_secret,
+            &self.app_secret_file,
+            "FEISHU_APP_SECRET",
+            "FEISHU_APP_SECRET_FILE",
+        )?
+        .ok_or_else(|| {
+            invalid(
+                "FEISHU_APP_SECRET",
+                "is required with BRIDGE_INGRESS=long-connection or both (or FEISHU_APP_SECRET_FILE)",
+            )
+        })?;
+        let domain = match self.domain.trim() {
+            "feishu" => FEISHU_DOMAIN.to_owned(),
+            "lark" => LARK_DOMAIN.to_owned(),
+            url if has_host(url) => url.trim_end_matches('/').to_owned(),
+            other => {
+                return Err(invalid(
+                    "FEISHU_DOMAIN",
+                    format!("must be feishu, lark or an http(s) base URL, got {other:?}"),
+                ))
+            }
+        };
+        positive("FEISHU_PONG_TIMEOUT_MS", self.pong_timeout_ms)?;
+        positive("FEISHU_CONNECT_TIMEOUT_MS", self.connect_timeout_ms)?;
+        Ok(Some(LongConnectionConfig {
+            app_id,
+            app_secret,
+            domain,
+            pong_timeout: Duration::from_millis(self.pong_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+        }))
+    }
+
+    /// `None` disables the timestamp check.
+    pub fn timestamp_window(&self) -> Option<Duration> {
+        (self.timestamp_window_secs > 0).then(|| Duration::from_secs(self.timestamp_window_secs))
+    }
+}
+
+/// A secret given by value or in a file.
+pub(super) fn secret(
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+    value_name: &'static str,
+    file_name: &'static str,
+) -> Result<Option<Secret>, ConfigError> {
+    let raw = match (value, file) {
+        (Some(v), _) => v.expose().to_owned(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| invalid(file_name, format!("cannot read {}: {e}", path.display())))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if raw.is_empty() {
+        // An empty secret would silently switch a check off: refuse it, so
+        // that "not configured" is always a deliberate absence.
+        return Err(invalid(
+            value_name,
+            "is set but empty (unset it to disable)",
+        ));
+    }
+    Ok(Some(Secret::new(raw)))
+}
+
+/// `http(s)://host…`: enough to catch a typo at start-up; the endpoint
+/// call reports anything subtler.
+fn has_host(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        r.split(['/', '?', '#'])
+            .next()
+            .is_some_and(|host| !host.is_empty() && !host.contains(char::is_whitespace))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::validate_args;
+    use super::*;
+
+    #[test]
+    fn secrets_from_files_and_never_printed() {
+        let dir = std::env::temp_dir().join(format!("fkb-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, "s3cret-key\n").unwrap();
+        let cfg = validate_args(&["--encrypt-key-file", path.to_str().unwrap()]).expect("valid");
+        assert_eq!(cfg.encrypt_key.as_ref().unwrap().expose(), "s3cret-key");
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        std::fs::remove_dir_all(&dir).ok();
+        let err = validate_args(&["--encrypt-key", ""]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_ENCRYPT_KEY");
+    }
+
+    #[test]
+    fn long_connection_needs_credentials_and_a_known_domain() {
+        let err = validate_args(&["--ingress", "long-connection"]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_APP_ID");
+        let err = validate_args(&["--ingress", "both", "--app-id", "cli_1"]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_APP_SECRET");
+        let long_connection_with = |extra: &[&'static str]| {
+            let mut args = vec![
+                "--ingress",
+                "long-connection",
+                "--app-id",
+                "cli_1",
+                "--app-secret",
+                "s",
+            ];
+            args.extend_from_slice(extra);
+            validate_args(&args)
+        };
+        let with_domain = |domain: &'static str| long_connection_with(&["--domain", domain]);
+        assert_eq!(with_domain("larkk").unwrap_err().setting, "FEISHU_DOMAIN");
+        assert_eq!(
+            with_domain("https:///x").unwrap_err().setting,
+            "FEISHU_DOMAIN"
+        );
+        let lc = with_domain("lark")
+            .unwrap()
+            .long_connection
+            .expect("configured");
+        assert_eq!(lc.domain, LARK_DOMAIN);
+        assert_eq!(lc.app_secret.expose(), "s");
+        let lc = with_domain("http://127.0.0.1:9/")
+            .unwrap()
+            .long_connection
+            .unwrap();
+        assert_eq!(lc.domain, "http://127.0.0.1:9");
+        // The webhook's secrets are not read in long-connection-only mode
+        // (an empty one would otherwise stop start-up).
+        let lc = long_connection_with(&["--encrypt-key", ""]).unwrap();
+        assert!(lc.encrypt_key.is_none());
+        assert!(validate_args(&["--encrypt-key", ""]).is_err());
+        // Webhook only: no credentials needed, none kept.
+        assert!(validate_args(&[]).unwrap().long_connection.is_none());
+    }
+}

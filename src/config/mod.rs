@@ -1,0 +1,288 @@
+//! Command-line flags and environment variables.
+//!
+//! Every setting is a flag with an environment equivalent; the environment
+//! names are a public contract (see README.md). Secrets may also be read from
+//! files so that Kubernetes Secret volumes can be mounted instead of exposing
+//! them through the process environment.
+//!
+//! The settings are grouped by concern, each group with its flags and its
+//! checks in a module of its own: the service itself (`server`), Feishu
+//! (`feishu`), Kafka (`kafka`), deduplication (`dedup`) and which events go
+//! where (`routing`). This module puts them together into a [`Config`].
+
+mod dedup;
+mod feishu;
+mod kafka;
+mod routing;
+mod server;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use crate::secret::Secret;
+pub use dedup::DedupArgs;
+pub use feishu::{FeishuArgs, IngressMode, LongConnectionConfig, FEISHU_DOMAIN, LARK_DOMAIN};
+pub use kafka::KafkaArgs;
+pub use routing::RoutingArgs;
+pub use server::ServerArgs;
+
+use crate::routing::Routing;
+
+#[derive(Debug, Parser)]
+#[command(name = "feishu-kafka-bridge", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge (the default when no subcommand is given).
+    Serve,
+    /// Start an embedded Kafka-protocol broker (librdkafka's mock cluster),
+    /// run the bridge against it, push sample events and print the records
+    /// a consumer read back. Keeps serving until interrupted.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address the demo's bridge takes callbacks on.
+    #[arg(long = "demo-listen", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the demo bridge's /metrics, /readyz and /healthz.
+    #[arg(long = "demo-admin-listen", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting, as given: flags and environment, grouped by concern.
+#[derive(Debug, Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub feishu: FeishuArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    #[command(flatten)]
+    pub dedup: DedupArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Logging")]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long = "log-format", env = "BRIDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub format: LogFormat,
+
+    /// Log filter in `tracing` syntax (e.g. `info`, `feishu_kafka_bridge=debug`).
+    #[arg(long = "log-filter", env = "BRIDGE_LOG", default_value = "info")]
+    pub filter: String,
+}
+
+/// A start-up error: names the setting and says what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {reason}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Settings after validation: everything the service needs, nothing optional
+/// that it cannot do without.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub ingress: IngressMode,
+    /// Present exactly when `ingress` includes the long connection.
+    pub long_connection: Option<LongConnectionConfig>,
+    pub event_path: String,
+    pub encrypt_key: Option<Secret>,
+    pub verification_token: Option<Secret>,
+    pub brokers: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub kafka_properties: Vec<(String, Secret)>,
+    /// Which event types are published, how, and where.
+    pub routing: Routing,
+    pub dedup_ttl: Duration,
+    pub dedup_capacity: u64,
+    /// Read the topics back into the dedup memory (warm start + follow).
+    pub dedup_follow: bool,
+    pub dedup_warm_start_budget: Duration,
+    pub publish_deadline: Duration,
+    pub body_limit_bytes: usize,
+    pub body_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    /// `None` disables the timestamp check.
+    pub timestamp_window: Option<Duration>,
+    pub readiness_interval: Duration,
+    pub drain_timeout: Duration,
+    pub flush_timeout: Duration,
+}
+
+impl Settings {
+    /// Validates the raw settings; the error names the first bad setting.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let secrets = self.feishu.webhook_secrets()?;
+        let (server, ingress) = (&self.server, self.feishu.ingress);
+        server.validate(ingress)?;
+        let kafka = self.kafka.validate()?;
+        let routing = self.routing.validate(&kafka)?;
+        let long_connection = self.feishu.long_connection()?;
+        self.dedup.validate()?;
+
+        Ok(Config {
+            listen: server.listen,
+            admin_listen: server.admin_listen,
+            ingress,
+            long_connection,
+            event_path: server.event_path.clone(),
+            encrypt_key: secrets.encrypt_key,
+            verification_token: secrets.verification_token,
+            brokers: kafka.brokers,
+            topic: kafka.topic,
+            dlq_topic: kafka.dlq_topic,
+            kafka_properties: kafka.properties,
+            routing,
+            dedup_ttl: Duration::from_secs(self.dedup.dedup_ttl_secs),
+            dedup_capacity: self.dedup.dedup_capacity,
+            dedup_follow: self.dedup.dedup_follow,
+            dedup_warm_start_budget: Duration::from_secs(self.dedup.dedup_warm_start_budget_secs),
+            publish_deadline: Duration::from_millis(server.publish_deadline_ms),
+            body_limit_bytes: server.body_limit_bytes,
+            body_timeout: Duration::from_millis(server.body_timeout_ms),
+            header_timeout: Duration::from_millis(server.header_timeout_ms),
+            max_connections: server.max_connections,
+            timestamp_window: self.feishu.timestamp_window(),
+            readiness_interval: Duration::from_millis(server.readiness_interval_ms),
+            drain_timeout: Duration::from_secs(server.drain_timeout_secs),
+            flush_timeout: Duration::from_secs(server.flush_timeout_secs),
+        })
+    }
+}
+
+impl Config {
+    /// The documented defaults with the given brokers, for the demo and for
+    /// tests that run the bridge in-process. Flags' defaults are the single
+    /// source; the process environment is not consulted.
+    pub fn with_defaults(brokers: &str) -> Config {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Cli::command().mut_args(|a| a.env(None::<&'static str>));
+        let parsed = command
+            .try_get_matches_from(["feishu-kafka-bridge", "--brokers", brokers])
+            .and_then(|m| Cli::from_arg_matches(&m));
+        match parsed.map(|cli| cli.settings.validate()) {
+            Ok(Ok(config)) => config,
+            Ok(Err(e)) => unreachable!("built-in defaults validate: {e}"),
+            Err(e) => unreachable!("built-in defaults parse: {e}"),
+        }
+    }
+}
+
+/// A setting that must be present and not blank, trimmed.
+fn required(
+    value: &Option<String>,
+    setting: &'static str,
+    reason: &'static str,
+) -> Result<String, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(invalid(setting, reason)),
+    }
+}
+
+fn positive(setting: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(setting, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses flags as the binary would, without the process environment.
+#[cfg(test)]
+pub(crate) fn parse_args(args: &[&str]) -> Result<Settings, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut argv = vec!["feishu-kafka-bridge"];
+    argv.extend_from_slice(args);
+    let command = Cli::command().mut_args(|a| a.env(None::<&'static str>));
+    let m = command.try_get_matches_from(argv)?;
+    Ok(Cli::from_arg_matches(&m)?.settings)
+}
+
+/// [`parse_args`] then [`Settings::validate`], with `--brokers k:9092` first.
+#[cfg(test)]
+pub(crate) fn validate_args(args: &[&str]) -> Result<Config, ConfigError> {
+    let mut all = vec!["--brokers", "k:9092"];
+    all.extend_from_slice(args);
+    parse_args(&all).expect("parses").validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_only_brokers() {
+        let cfg = validate_args(&[]).expect("valid");
+        assert_eq!(cfg.topic, "feishu.chat.member.withdrawn");
+        assert_eq!(cfg.dlq_topic, "feishu.chat.member.withdrawn.dlq");
+        assert_eq!(cfg.event_path, "/webhook/event");
+        assert_eq!(cfg.publish_deadline, Duration::from_millis(2500));
+        assert_eq!(cfg.timestamp_window, Some(Duration::from_secs(300)));
+        assert_eq!(cfg.dedup_capacity, 1_000_000);
+        assert_eq!(cfg.dedup_ttl, Duration::from_secs(8 * 3600));
+        assert!(cfg.dedup_follow);
+        assert_eq!(cfg.dedup_warm_start_budget, Duration::from_secs(120));
+        assert_eq!(cfg.routing, Routing::withdrawals_only());
+        let err = parse_args(&[]).unwrap().validate().unwrap_err();
+        assert_eq!(err.setting, "KAFKA_BROKERS");
+    }
+
+    #[test]
+    fn every_flag_has_its_documented_environment_name() {
+        use clap::CommandFactory;
+        let names: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for name in [
+            "BRIDGE_LISTEN",
+            "BRIDGE_INGRESS",
+            "FEISHU_ENCRYPT_KEY",
+            "KAFKA_TOPIC",
+            "BRIDGE_EVENT_TYPES",
+            "BRIDGE_RAW_EVENT_TYPES",
+            "BRIDGE_RAW_TOPIC",
+            "BRIDGE_DEDUP_FOLLOW",
+            "BRIDGE_LOG",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+        }
+    }
+}

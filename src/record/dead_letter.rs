@@ -1,0 +1,106 @@
+//! The dead-letter record: an authentic event that cannot become its
+//! record (no `event_id`, no `chat_id`, a field of the wrong type) is kept,
+//! with the reason, instead of being lost or blocking its chat.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{header_text, lenient_create_time, NormalizeError};
+use crate::protocol::VerifiedEvent;
+
+/// Value of the `schema` field and header of every dead-letter record.
+pub const DEAD_LETTER_SCHEMA: &str = "feishu.dead_letter.v1";
+
+/// What goes to the dead-letter topic: the decrypted envelope (token
+/// redacted) and the reason it could not be normalized.
+#[derive(Debug, Serialize)]
+pub struct DeadLetter {
+    pub schema: &'static str,
+    pub reason: String,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub received_at_ms: i64,
+    pub envelope: Value,
+}
+
+impl DeadLetter {
+    pub fn new(event: &VerifiedEvent, reason: &NormalizeError, received_at_ms: i64) -> Self {
+        DeadLetter {
+            schema: DEAD_LETTER_SCHEMA,
+            reason: reason.to_string(),
+            event_id: event.event_id().map(str::to_owned),
+            event_type: event.event_type().to_owned(),
+            received_at_ms,
+            envelope: event.redacted_envelope(),
+        }
+    }
+
+    /// Partition key for the dead letter: the chat when it can be read, so
+    /// that a consumer replaying dead letters keeps per-chat order.
+    pub fn chat_id(&self) -> Option<&str> {
+        self.envelope.as_object().and_then(super::chat_id)
+    }
+
+    /// `header.tenant_key`, when it is a string.
+    pub fn tenant_key(&self) -> Option<&str> {
+        self.envelope
+            .as_object()
+            .and_then(|e| header_text(e, "tenant_key"))
+    }
+
+    /// `header.app_id`, when it is a string.
+    pub fn app_id(&self) -> Option<&str> {
+        self.envelope
+            .as_object()
+            .and_then(|e| header_text(e, "app_id"))
+    }
+
+    /// Best effort: the event could not be normalized, so `create_time` may
+    /// be what is wrong with it.
+    pub fn create_time_ms(&self) -> Option<i64> {
+        self.envelope.as_object().and_then(lenient_create_time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::member::{normalize, MemberKind};
+    use serde_json::json;
+
+    #[test]
+    fn dead_letter_redacts_token_and_keeps_chat() {
+        let e = VerifiedEvent::for_tests(
+            json!({"header":{"event_id":"e","event_type":"t","token":"secret-token","tenant_key":"tk","create_time":"12"},"event":{"chat_id":"oc_1","external":"x"}}),
+        )
+        .unwrap();
+        let err = normalize(&e, MemberKind::UserWithdrawn, 0).unwrap_err();
+        let dl = DeadLetter::new(&e, &err, 7);
+        assert_eq!(dl.chat_id(), Some("oc_1"));
+        assert_eq!(dl.tenant_key(), Some("tk"));
+        assert_eq!(dl.create_time_ms(), Some(12));
+        let text = serde_json::to_string(&dl).unwrap();
+        assert!(!text.contains("secret-token"));
+        assert!(text.contains("wrong type"));
+        let message = VerifiedEvent::for_tests(
+            json!({"header":{"event_type":"im.message.receive_v1"},"event":{"message":{"chat_id":"oc_2"}}}),
+        )
+        .unwrap();
+        let dl = DeadLetter::new(&message, &NormalizeError::MissingEventId, 0);
+        assert_eq!(dl.chat_id(), Some("oc_2"));
+    }
+
+    #[test]
+    fn dead_letters_match_their_json_schema() {
+        let path = format!(
+            "{}/deploy/schema/feishu.dead_letter.v1.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let e = VerifiedEvent::for_tests(json!({"header":{"event_type":"im.chat.member.user.withdrawn_v1","token":"t"},"event":{}})).unwrap();
+        let err = normalize(&e, MemberKind::UserWithdrawn, 0).unwrap_err();
+        let value = serde_json::to_value(DeadLetter::new(&e, &err, 3)).unwrap();
+        assert!(v.is_valid(&value), "{value}");
+    }
+}
