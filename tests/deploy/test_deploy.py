@@ -27,7 +27,7 @@ def load(path):
 
 
 def env_names_in_code():
-    text = (ROOT / "src" / "config.rs").read_text()
+    text = "".join(p.read_text() for p in sorted((ROOT / "src" / "config").glob("*.rs")))
     return set(re.findall(r'env = "([A-Z_]+)"', text))
 
 
