@@ -296,7 +296,11 @@ SHAPES = {
         "imagePullSecrets": [{"name": "registry-credentials"}],
         "publicUrl": "https://hooks.example.com",
         "config": {"ingress": "both", "appId": "cli_a1b2c3d4e5f6", "feishuDomain": "lark", "eventPath": "/feishu/events",
-                   "kafkaDlqTopic": "feishu.dead-letters", "dedupFollow": False, "logFormat": "text"},
+                   "kafkaDlqTopic": "feishu.dead-letters", "dedupFollow": False, "logFormat": "text",
+                   "eventTypes": ["im.chat.member.user.added_v1", "im.chat.member.user.deleted_v1",
+                                  "im.chat.member.user.withdrawn_v1", "im.chat.member.bot.added_v1",
+                                  "im.chat.member.bot.deleted_v1"],
+                   "rawEventTypes": ["*"], "rawTopic": "feishu.other-events"},
         "kafkaProperties": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "linger.ms": 5},
         "secrets": {**WEBHOOK_SECRETS, "appSecret": "an-app-secret"},
         "service": {"type": "NodePort", "port": 18080},
@@ -562,7 +566,11 @@ def test_required_secrets_and_app_id_are_enforced(chart):
     {"grafanaDashboard": {"enabled": True, "folder": "Feishu"}},
     {"grafanaDashboard": {"enabled": "yes"}},
     {"grafanaDashboard": {"annotations": {"grafana_folder": 1}}},
-], ids=["rule-label-type", "rule-label-key", "dashboard-unknown-key", "dashboard-enabled-type", "dashboard-annotation-type"])
+    {"config": {"eventTypes": ["im.chat.member.user.withdrawn"]}},
+    {"config": {"eventTypes": []}},
+    {"config": {"rawEventTypes": ["im.message receive"]}},
+], ids=["rule-label-type", "rule-label-key", "dashboard-unknown-key", "dashboard-enabled-type", "dashboard-annotation-type",
+        "event-type-typo", "no-event-type", "raw-type-with-space"])
 def test_helm_refuses_bad_values_for_the_new_objects(chart, bad):
     with pytest.raises(helm.HelmValuesError):
         chart.render(merged(SHAPES["webhook-inline-secrets"], bad), name=RELEASE, namespace=NAMESPACE)
@@ -716,3 +724,16 @@ def test_strict_validation_refuses_unknown_fields(chart):
         jsonschema.validate(bad, PROMETHEUS_RULE)
     with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key"):
         load_all("metadata:\n  labels:\n    a: x\n    a: y\n")
+
+
+def test_routing_values_reach_the_configmap(chart):
+    """The lists become the comma-separated settings the binary reads."""
+    r = render(chart, SHAPES["every-option"])
+    (cm,) = [o for o in r.objects if o["kind"] == "ConfigMap" and "BRIDGE_EVENT_TYPES" in o.get("data", {})]
+    assert cm["data"]["BRIDGE_EVENT_TYPES"] == ",".join(SHAPES["every-option"]["config"]["eventTypes"])
+    assert cm["data"]["BRIDGE_RAW_EVENT_TYPES"] == "*"
+    assert cm["data"]["BRIDGE_RAW_TOPIC"] == "feishu.other-events"
+    default = render(chart, SHAPES["webhook-inline-secrets"])
+    (cm,) = [o for o in default.objects if o["kind"] == "ConfigMap" and "BRIDGE_EVENT_TYPES" in o.get("data", {})]
+    assert cm["data"]["BRIDGE_EVENT_TYPES"] == "im.chat.member.user.withdrawn_v1"
+    assert cm["data"]["BRIDGE_RAW_EVENT_TYPES"] == ""
