@@ -10,7 +10,9 @@ wait_admin_ready() { for _ in $(seq 1 6000); do [ "$(curl -s -o /dev/null -w '%{
 
 echo "== building (release)"
 cargo build --release --locked --features bench --bins 2>&1 | tail -n 1
-BIN=$ROOT/target/release
+# Wherever cargo puts it: CARGO_TARGET_DIR, a .cargo/config.toml, or target/.
+target_dir() { cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'; }
+BIN=$(target_dir)/release
 
 echo "== starting tansu"
 KPORT=$(free_port)

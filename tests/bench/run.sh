@@ -6,11 +6,13 @@
 #   bash tests/bench/run.sh                 # full sweep, 3 runs each (~30 min)
 #   bash tests/bench/run.sh --quick         # 1 run, 1 user, 0% duplicates
 #   bash tests/bench/run.sh --smoke         # seconds: bridge + ceiling only (CI)
-#   options: --runs N --seconds S --systems "bridge bare python node" --concurrency "1 16 64 256"
+#   options: --runs N --seconds S --systems "bridge bare python node baseline" --concurrency "1 16 64 256"
 #            --variant-concurrency "64 256" (concurrencies for 50 users and 20% duplicates)
 #            --no-half --no-memory --no-report (leave BENCHMARKS.md as it is)
 #            --out FILE (results file; default tests/bench/results/results.jsonl)
 #            --half-rate R (the fixed-rate run at R requests/s instead of half the peak)
+#   `baseline` is the bridge built from another commit (BASELINE_BIN, the
+#   binary; tests/bench/compare.sh builds it and runs both in one run).
 #   The bridge inherits the environment, so a variant is one variable away:
 #   KAFKA_PROPERTIES=linger.ms=0 bash tests/bench/run.sh --systems bridge --no-report --out /tmp/l0.jsonl
 #
@@ -63,14 +65,19 @@ trap cleanup EXIT
 
 source tests/bench/common.sh
 
+# The bridge and its baseline: the same service, another build.
+is_bridge() { [ "$1" = bridge ] || [ "$1" = baseline ]; }
+
 start_system() { # name port topic -> pid of the server (the bridge's admin port: ADMIN_PORT)
-  local name=$1 port=$2 topic=$3
+  local name=$1 port=$2 topic=$3 exe
   case "$name" in
-    bridge)
+    bridge|baseline)
+      exe=$BIN/feishu-kafka-bridge
+      [ "$name" = bridge ] || exe=${BASELINE_BIN:?baseline needs BASELINE_BIN}
       # The allocator settings of deploy/Dockerfile.
       MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$port BRIDGE_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY \
         FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_CAPACITY=${DEDUP_CAPACITY:-1000000} \
-        "$BIN/feishu-kafka-bridge" >"$WORK/$name.log" 2>&1 & ;;
+        "$exe" >"$WORK/$name.log" 2>&1 & ;;
     bare)
       BRIDGE_LISTEN=127.0.0.1:$port "$BIN/feishu-bench-bare" >"$WORK/$name.log" 2>&1 & ;;
     python)
@@ -97,7 +104,7 @@ fresh_system() { # name
   PID=$(start_system "$1" "$PORT" "$TOPIC")
   PIDS+=("$PID")
   wait_port "$PORT"
-  [ "$1" != bridge ] || wait_admin_ready "$ADMIN_PORT"
+  ! is_bridge "$1" || wait_admin_ready "$ADMIN_PORT"
   sleep 1
 }
 stop_system() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
@@ -106,7 +113,7 @@ stop_system() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true
 # SECONDS_PER on this kind of machine (preparing is the slow part of a run).
 requests_for() {
   local per_sec
-  case "$1" in bare) per_sec=100000 ;; bridge) per_sec=50000 ;; node) per_sec=10000 ;; *) per_sec=2000 ;; esac
+  case "$1" in bare) per_sec=100000 ;; bridge|baseline) per_sec=50000 ;; node) per_sec=10000 ;; *) per_sec=2000 ;; esac
   python3 -c "print(max(1000, int($per_sec * $SECONDS_PER)))"
 }
 
@@ -139,10 +146,10 @@ for sys in $SYSTEMS; do
     load_rss=$(awk '{print $2}' "$WORK/rss")
     echo "{\"system\":\"$sys\",\"run\":$run,\"idle_rss_kib\":$idle,\"load_rss_kib\":${load_rss:-0},\"result\":$line}" >>"$OUT"
     python3 -c "import json,sys; r=json.loads(sys.argv[1]); v=r.get('verified',{}); cu=r.get('cpu_us_per_request',{}); print(f\"  users={r['users']} dup={r['dup_rate']} c={r['concurrency']:>3}: {r['throughput_rps']:9.0f} rps  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  CPU/request {cu.get('system','-')} µs (broker {cu.get('broker','-')}, loadgen {cu.get('loadgen','-')})  statuses {r['statuses']}  lost {v.get('lost','-')} dup-records {v.get('duplicated','-')}\")" "$line"
-    if [ "$sys" = bridge ]; then
+    if is_bridge "$sys"; then
       # A benchmark that loses or duplicates data is not a result.
       python3 -c "import json,sys; v=json.loads(sys.argv[1])['verified']; sys.exit(0 if v['valid'] and v['acked_events'] > 0 else 1)" "$line" \
-        || { echo "bench: the bridge lost or duplicated records in $rid" >&2; exit 1; }
+        || { echo "bench: the $sys lost or duplicated records in $rid" >&2; exit 1; }
     fi
     done
     stop_system

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The bridge against an earlier build of itself, in one run on one machine
+# (machines here differ up to threefold, so figures from two runs do not
+# compare):
+#
+#   bash tests/bench/compare.sh [REV] [--rounds N] [--concurrency "1 16 64 256"] [--seconds S]
+#
+# Builds REV (default HEAD, i.e. the last commit against the working tree)
+# from `git archive` into its own target directory, then runs
+# tests/bench/run.sh --quick for both (1 user, no duplicates, the default
+# configuration: withdrawals only) in N rounds (default 3) whose order
+# alternates, and prints per concurrency the median throughput, p50, p99
+# and the bridge's CPU per request of each, and the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+REV=HEAD ROUNDS=3 CONC="1 16 64 256" SECS=4
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS=$2; shift ;;
+    --concurrency) CONC=$2; shift ;;
+    --seconds) SECS=$2; shift ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) REV=$1 ;;
+  esac
+  shift
+done
+
+TARGET=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+commit=$(git rev-parse --short "$REV")
+echo "== building the baseline $REV ($commit)"
+mkdir -p "$WORK/base"
+git archive "$REV" | tar -x -C "$WORK/base"
+# Its own target directory, kept between runs: the dependencies are the
+# same, so only the crate itself is rebuilt for another REV.
+CARGO_TARGET_DIR=$TARGET/bench-baseline cargo build --release --locked --quiet \
+  --manifest-path "$WORK/base/Cargo.toml" --bin feishu-kafka-bridge
+export BASELINE_BIN=$TARGET/bench-baseline/release/feishu-kafka-bridge
+
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) = 1 ]; then order="baseline bridge"; else order="bridge baseline"; fi
+  echo "== round $round of $ROUNDS: $order"
+  bash tests/bench/run.sh --quick --runs 1 --no-half --no-memory --no-report \
+    --seconds "$SECS" --concurrency "$CONC" --systems "$order" --out "$WORK/round$round.jsonl"
+done
+
+cat "$WORK"/round*.jsonl > "$WORK/all.jsonl"
+python3 - "$WORK/all.jsonl" "$commit" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    x = r["result"]
+    by.setdefault((r["system"], x["concurrency"]), []).append(x)
+med = lambda xs, f: statistics.median(f(x) for x in xs)
+cpu = lambda x: x.get("cpu_us_per_request", {}).get("system", float("nan"))
+print(f"\nbaseline = {sys.argv[2]}, bridge = this tree; medians of {max(len(v) for v in by.values())} rounds")
+print(f"{'c':>4} | {'baseline rps':>12} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | {'bridge rps':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | ratio")
+for c in sorted({c for _, c in by}):
+    a, b = by.get(("baseline", c), []), by.get(("bridge", c), [])
+    if not a or not b:
+        continue
+    ra, rb = med(a, lambda x: x["throughput_rps"]), med(b, lambda x: x["throughput_rps"])
+    print(f"{c:>4} | {ra:>12.0f} {med(a, lambda x: x['p50_ms']):>7.2f} {med(a, lambda x: x['p99_ms']):>7.2f} {med(a, cpu):>7.1f} | "
+          f"{rb:>10.0f} {med(b, lambda x: x['p50_ms']):>7.2f} {med(b, lambda x: x['p99_ms']):>7.2f} {med(b, cpu):>7.1f} | {rb / ra:.3f}")
+PY
