@@ -4,11 +4,12 @@
 //! producer was handed them, per chat. Events of one long connection are
 //! handled concurrently (each waits for its own ack), so without help a
 //! later event of a chat could reach the producer first. Each event takes a
-//! [`Turn`] in its chat's line when its frame (its last fragment) arrives:
-//! it may hand its record to the producer only once the event before it in
-//! that chat has handed over its own, or has decided not to (a duplicate, a
-//! failure, a deadline). Acks are still awaited concurrently: the produce
-//! call is the ordering point, not the ack.
+//! [`Turn`] in its key's line (its chat's, whatever its type: see
+//! `routing::Routing::line_key`) when its frame (its last fragment)
+//! arrives: it may hand its record to the producer only once the event
+//! before it in that line has handed over its own, or has decided not to (a
+//! duplicate, a failure, a deadline). Acks are still awaited concurrently:
+//! the produce call is the ordering point, not the ack.
 
 use std::collections::HashMap;
 

@@ -29,9 +29,6 @@ use subtle::ConstantTimeEq;
 use crate::secret::Secret;
 pub use crypto::{DecryptError, EncryptKey};
 
-/// The event type this bridge publishes.
-pub const WITHDRAWN_EVENT_TYPE: &str = "im.chat.member.user.withdrawn_v1";
-
 /// Why a request was refused. Every variant maps to one HTTP status and one
 /// metric label; its message is safe to return and to log (no secrets, no
 /// plaintext).

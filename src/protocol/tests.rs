@@ -3,6 +3,8 @@ use serde_json::json;
 
 const SEED: &str = include_str!("../../tests/fixtures/seed_sample.json");
 const VECTORS: &str = include_str!("../../tests/vectors/feishu_crypto.json");
+/// The seed sample's event type.
+const WITHDRAWN_EVENT_TYPE: &str = "im.chat.member.user.withdrawn_v1";
 
 fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000)
