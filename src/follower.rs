@@ -176,8 +176,13 @@ impl Follower {
         cc.set("statistics.interval.ms", "1000");
         let consumer = cc.create_with_context(Context::default())?;
         // Every topic the bridge writes: an id published to any of them is
-        // a duplicate wherever its copy lands.
-        let raw = config.routing.raw_topic().map(|t| (t, Destination::Raw));
+        // a duplicate wherever its copy lands. (The raw topic may be the
+        // member topic; it is read once.)
+        let raw = config
+            .routing
+            .raw_topic()
+            .filter(|raw| *raw != config.topic)
+            .map(|t| (t, Destination::Raw));
         let topics = [
             (config.topic.as_str(), Destination::Record),
             (config.dlq_topic.as_str(), Destination::DeadLetter),

@@ -281,7 +281,8 @@ impl Sink {
     /// The topics events are routed to: the member topic, and the raw topic
     /// when raw routing is on. (The dead-letter topic is optional.)
     pub fn required_topics(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.topic.as_str()).chain(self.raw_topic.as_deref())
+        let raw = self.raw_topic.as_deref().filter(|raw| *raw != self.topic);
+        std::iter::once(self.topic.as_str()).chain(raw)
     }
 
     /// Asks the cluster for the routed topics' metadata; true when every

@@ -345,17 +345,19 @@ fn a_typo_in_the_event_types_stops_start_up_naming_the_setting_and_the_choices()
     }
 }
 
-/// The same script over the long connection: every chat's frames in script
-/// order, chats interleaved, half of them whole and half in fragments, and
-/// a re-delivery of an earlier event in flight: order kept across types.
+/// The same script over the long connection, with the raw records on the
+/// member topic itself (`BRIDGE_RAW_TOPIC` = `KAFKA_TOPIC`), so that the
+/// order across types is exact (offsets, not timestamps): per round, every
+/// chat's frames in script order, chats interleaved, steps alternately
+/// whole and in three interleaved fragments, and a re-delivery of an
+/// earlier event in flight; three rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_long_connection_order_holds_across_types_in_frame_order() {
     use ws_stand_in::{Options, StandIn, APP_ID, APP_SECRET};
     let broker = Broker::shared();
     let (topic, _) = topics(broker, "members_lc");
-    let raw = raw_topic(broker, &topic);
     let stand_in = StandIn::start(Options::default()).await;
-    let mut env = routing_env(&raw);
+    let mut env = routing_env(&topic);
     env.extend([
         ("BRIDGE_INGRESS", "long-connection".to_owned()),
         ("FEISHU_APP_ID", APP_ID.to_owned()),
@@ -369,48 +371,65 @@ async fn over_the_long_connection_order_holds_across_types_in_frame_order() {
         })
         .await;
 
-    let scripts: Vec<_> = (0..24).map(|n| script("lc", n)).collect();
-    let longest = scripts.iter().map(|(_, e, _)| e.len()).max().unwrap();
-    let mut pushed = Vec::new();
-    for step in 0..longest {
-        // Step by step, chats interleaved: in each chat, frame order is
-        // script order. Even steps whole, odd ones in three fragments.
-        let mut frames: Vec<(Vec<u8>, usize)> = scripts
-            .iter()
-            .filter_map(|(_, events, _)| events.get(step))
-            .map(|e| {
-                (
-                    serde_json::to_vec(e).unwrap(),
-                    if step % 2 == 0 { 1 } else { 3 },
-                )
-            })
-            .collect();
-        if step == 3 {
-            // Feishu pushing an earlier event of a chat again.
-            frames.push((serde_json::to_vec(&scripts[0].1[1]).unwrap(), 1));
+    let mut scripts = Vec::new();
+    for round in 0..3 {
+        let batch: Vec<_> = (0..8).map(|n| script(&format!("lc{round}"), n)).collect();
+        let longest = batch.iter().map(|(_, e, _)| e.len()).max().unwrap();
+        let mut pushed = Vec::new();
+        for step in 0..longest {
+            let mut frames: Vec<(Vec<u8>, usize)> = batch
+                .iter()
+                .filter_map(|(_, events, _)| events.get(step))
+                .map(|e| {
+                    (
+                        serde_json::to_vec(e).unwrap(),
+                        if step % 2 == 0 { 1 } else { 3 },
+                    )
+                })
+                .collect();
+            if step == 3 {
+                // Feishu pushing an earlier event of a chat again.
+                frames.push((serde_json::to_vec(&batch[0].1[1]).unwrap(), 1));
+            }
+            pushed.extend(stand_in.push(&frames, step % 2 == 1));
         }
-        pushed.extend(stand_in.push(&frames, step % 2 == 1));
+        stand_in.wait_acked(&pushed, Duration::from_secs(30)).await;
+        scripts.extend(batch);
     }
-    stand_in.wait_acked(&pushed, Duration::from_secs(30)).await;
 
     let all: Vec<&Value> = scripts.iter().flat_map(|(_, e, _)| e).collect();
-    let messages = all.iter().filter(|e| is_message(e)).count();
-    let (bs, t, r) = (broker.bootstrap.clone(), topic.clone(), raw.clone());
-    let expect_members = all.len() - messages;
-    let (members, raws) = tokio::task::spawn_blocking(move || {
-        (
-            read_topic(&bs, &t, expect_members, SETTLE),
-            read_topic(&bs, &r, messages, SETTLE),
-        )
-    })
-    .await
-    .unwrap();
+    let (bs, t, n) = (broker.bootstrap.clone(), topic.clone(), all.len());
+    let records = tokio::task::spawn_blocking(move || read_topic(&bs, &t, n, SETTLE))
+        .await
+        .unwrap();
+    let (raws, members): (Vec<Record>, Vec<Record>) = records
+        .iter()
+        .cloned()
+        .partition(|r| r.headers["schema"] == "feishu.raw_event.v1");
     println!(
-        "long connection: {} chats, {} events: {} member records, {} raw records",
+        "long connection: {} chats, {} events: {} member records, {} raw records on one topic",
         scripts.len(),
         all.len(),
         members.len(),
         raws.len()
     );
     check(&scripts, &members, &raws);
+    // One topic: each chat's records, in offset order, are its frames' order.
+    let mut out_of_order = Vec::new();
+    for (chat, events, _) in &scripts {
+        let mut got: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(chat.as_str()))
+            .collect();
+        got.sort_by_key(|r| r.offset);
+        let got: Vec<String> = got.iter().map(|r| r.headers["event_id"].clone()).collect();
+        let want: Vec<String> = events.iter().map(event_id).collect();
+        if got != want {
+            out_of_order.push((chat.clone(), got));
+        }
+    }
+    assert!(
+        out_of_order.is_empty(),
+        "out of frame order across types: {out_of_order:?}"
+    );
 }

@@ -35,7 +35,8 @@ pub struct RoutingArgs {
     )]
     pub raw_event_types: Vec<String>,
 
-    /// Topic of the raw records.
+    /// Topic of the raw records; may be KAFKA_TOPIC, for one stream in
+    /// which a chat's member and raw records keep one order.
     #[arg(
         long = "raw-topic",
         env = "BRIDGE_RAW_TOPIC",
@@ -113,11 +114,13 @@ impl RoutingArgs {
                 RawTypes::Listed(types)
             }
         };
-        if self.raw_topic == kafka.topic || self.raw_topic == kafka.dlq_topic {
+        // KAFKA_TOPIC is allowed: one topic then holds a chat's member and
+        // raw records in one order (consumers dispatch on `schema`).
+        if self.raw_topic == kafka.dlq_topic {
             return Err(invalid(
                 "BRIDGE_RAW_TOPIC",
                 format!(
-                    "{} is also KAFKA_TOPIC or KAFKA_DLQ_TOPIC: raw records need a topic of their own",
+                    "{} is also KAFKA_DLQ_TOPIC: dead letters need a topic of their own",
                     self.raw_topic
                 ),
             ));
@@ -214,15 +217,6 @@ mod tests {
                     "--raw-event-types",
                     "*",
                     "--raw-topic",
-                    "feishu.chat.member.withdrawn",
-                ][..],
-                "BRIDGE_RAW_TOPIC",
-            ),
-            (
-                &[
-                    "--raw-event-types",
-                    "*",
-                    "--raw-topic",
                     "feishu.chat.member.withdrawn.dlq",
                 ][..],
                 "BRIDGE_RAW_TOPIC",
@@ -235,6 +229,15 @@ mod tests {
                 "{args:?}"
             );
         }
+        // One topic for both is allowed.
+        let cfg = validate_args(&[
+            "--raw-event-types",
+            "*",
+            "--raw-topic",
+            "feishu.chat.member.withdrawn",
+        ])
+        .expect("valid");
+        assert_eq!(cfg.routing.raw_topic(), Some(cfg.topic.as_str()));
         // No raw types: no raw routing, whatever the topic.
         assert!(validate_args(&["--raw-event-types", ""])
             .unwrap()
