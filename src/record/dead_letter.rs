@@ -5,7 +5,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{header_text, lenient_create_time, NormalizeError};
+use super::{header_text, lenient_create_time, Meta, NormalizeError};
 use crate::protocol::VerifiedEvent;
 
 /// Value of the `schema` field and header of every dead-letter record.
@@ -41,24 +41,23 @@ impl DeadLetter {
         self.envelope.as_object().and_then(super::chat_id)
     }
 
-    /// `header.tenant_key`, when it is a string.
-    pub fn tenant_key(&self) -> Option<&str> {
-        self.envelope
-            .as_object()
-            .and_then(|e| header_text(e, "tenant_key"))
-    }
-
-    /// `header.app_id`, when it is a string.
-    pub fn app_id(&self) -> Option<&str> {
-        self.envelope
-            .as_object()
-            .and_then(|e| header_text(e, "app_id"))
-    }
-
-    /// Best effort: the event could not be normalized, so `create_time` may
-    /// be what is wrong with it.
-    pub fn create_time_ms(&self) -> Option<i64> {
-        self.envelope.as_object().and_then(lenient_create_time)
+    /// What its headers say of the event, as far as it can be read: the
+    /// event could not be normalized, so `create_time` (best effort) or any
+    /// other field may be what is wrong with it.
+    pub fn meta(&self) -> Meta {
+        let envelope = self.envelope.as_object();
+        let text = |field| {
+            envelope
+                .and_then(|e| header_text(e, field))
+                .map(str::to_owned)
+        };
+        Meta {
+            event_id: self.event_id.clone().unwrap_or_default(),
+            event_type: self.event_type.clone(),
+            create_time_ms: envelope.and_then(lenient_create_time),
+            tenant_key: text("tenant_key"),
+            app_id: text("app_id"),
+        }
     }
 }
 
@@ -77,8 +76,10 @@ mod tests {
         let err = normalize(&e, MemberKind::UserWithdrawn, 0).unwrap_err();
         let dl = DeadLetter::new(&e, &err, 7);
         assert_eq!(dl.chat_id(), Some("oc_1"));
-        assert_eq!(dl.tenant_key(), Some("tk"));
-        assert_eq!(dl.create_time_ms(), Some(12));
+        let meta = dl.meta();
+        assert_eq!(meta.tenant_key.as_deref(), Some("tk"));
+        assert_eq!(meta.create_time_ms, Some(12));
+        assert_eq!(meta.event_id, "e");
         let text = serde_json::to_string(&dl).unwrap();
         assert!(!text.contains("secret-token"));
         assert!(text.contains("wrong type"));

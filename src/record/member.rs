@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{InHeader, NormalizeError};
+use super::{InHeader, Meta, NormalizeError};
 use crate::protocol::VerifiedEvent;
 
 /// The five member event types.
@@ -88,11 +88,9 @@ impl MemberKind {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemberRecord {
     pub schema: &'static str,
-    pub event_id: String,
-    pub event_type: String,
-    pub create_time_ms: Option<i64>,
-    pub tenant_key: Option<String>,
-    pub app_id: Option<String>,
+    /// `event_id`, `event_type`, `create_time_ms`, `tenant_key`, `app_id`.
+    #[serde(flatten)]
+    pub meta: Meta,
     pub chat_id: String,
     pub chat_name: Option<String>,
     pub chat_i18n_names: I18nNames,
@@ -194,11 +192,13 @@ pub fn normalize(
 
     Ok(MemberRecord {
         schema: kind.schema(),
-        event_id,
-        event_type: event.event_type().to_owned(),
-        create_time_ms,
-        tenant_key: header.tenant_key,
-        app_id: header.app_id,
+        meta: Meta {
+            event_id,
+            event_type: event.event_type().to_owned(),
+            create_time_ms,
+            tenant_key: header.tenant_key,
+            app_id: header.app_id,
+        },
         chat_id,
         chat_name: body.name,
         chat_i18n_names: body.i18n_names.unwrap_or_default(),

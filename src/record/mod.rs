@@ -11,12 +11,25 @@ pub mod dead_letter;
 pub mod member;
 pub mod raw;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use dead_letter::{DeadLetter, DEAD_LETTER_SCHEMA};
 pub use member::{I18nNames, MemberKind, MemberRecord, User, UserIds};
 pub use raw::{RawRecord, RAW_SCHEMA};
+
+/// What every record says of its event: in its headers (and CloudEvents
+/// attributes), and, for a member record, in its value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Meta {
+    /// `header.event_id`; empty only for a dead letter of an event that had none.
+    pub event_id: String,
+    pub event_type: String,
+    /// `header.create_time` in milliseconds.
+    pub create_time_ms: Option<i64>,
+    pub tenant_key: Option<String>,
+    pub app_id: Option<String>,
+}
 
 /// Why an authentic event could not become a record. The message goes to the
 /// dead-letter record and the log; it names fields, never their values.
@@ -76,6 +89,15 @@ fn lenient_create_time(envelope: &Map<String, Value>) -> Option<i64> {
     let t = envelope.get("header")?.get("create_time")?;
     t.as_i64()
         .or_else(|| t.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
+/// The JSON Schema of `deploy/schema/<name>.json`, for the tests.
+#[cfg(test)]
+pub(crate) fn schema_validator(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/deploy/schema/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).expect("schema file");
+    jsonschema::validator_for(&serde_json::from_str(&text).expect("schema is JSON"))
+        .expect("valid schema")
 }
 
 /// The chat an event is about, where it names one: `event.chat_id` (chat

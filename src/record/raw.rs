@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{header_text, lenient_create_time, NormalizeError};
+use super::{header_text, lenient_create_time, Meta, NormalizeError};
 use crate::protocol::VerifiedEvent;
 
 /// The `schema` header of every raw record (the value is Feishu's own
@@ -26,13 +26,9 @@ pub const RAW_SCHEMA: &str = "feishu.raw_event.v1";
 /// A raw record and what its headers say of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRecord {
-    pub event_id: String,
-    pub event_type: String,
-    pub tenant_key: Option<String>,
-    pub app_id: Option<String>,
-    /// `header.create_time` when it reads as milliseconds; the envelope is
-    /// published whatever it holds.
-    pub create_time_ms: Option<i64>,
+    /// `create_time_ms` is `header.create_time` when it reads as
+    /// milliseconds: the envelope is published whatever it holds.
+    pub meta: Meta,
     pub key: Option<String>,
     /// The envelope, token redacted.
     pub value: Value,
@@ -48,11 +44,13 @@ pub fn encode(event: &VerifiedEvent) -> Result<RawRecord, NormalizeError> {
     let envelope = event.envelope();
     let text = |field| header_text(envelope, field).map(str::to_owned);
     Ok(RawRecord {
-        event_id: event_id.to_owned(),
-        event_type: event.event_type().to_owned(),
-        tenant_key: text("tenant_key"),
-        app_id: text("app_id"),
-        create_time_ms: lenient_create_time(envelope),
+        meta: Meta {
+            event_id: event_id.to_owned(),
+            event_type: event.event_type().to_owned(),
+            create_time_ms: lenient_create_time(envelope),
+            tenant_key: text("tenant_key"),
+            app_id: text("app_id"),
+        },
         key: key(envelope).map(str::to_owned),
         value: event.redacted_envelope(),
     })
@@ -90,11 +88,15 @@ mod tests {
             serde_json::to_string(&want).unwrap()
         );
         assert_eq!(rec.key.as_deref(), Some("oc_9"));
-        assert_eq!(rec.event_id, "m1");
-        assert_eq!(rec.create_time_ms, Some(1608725989000));
         assert_eq!(
-            (rec.tenant_key.as_deref(), rec.app_id.as_deref()),
-            (Some("t1"), Some("cli_1"))
+            rec.meta,
+            Meta {
+                event_id: "m1".into(),
+                event_type: "im.message.receive_v1".into(),
+                create_time_ms: Some(1608725989000),
+                tenant_key: Some("t1".into()),
+                app_id: Some("cli_1".into()),
+            }
         );
     }
 
@@ -137,7 +139,7 @@ mod tests {
             json!({"header":{"event_id":"e","event_type":"x.y_v1","create_time":"soon"},"event":5}),
         );
         let rec = encode(&odd).unwrap();
-        assert_eq!(rec.create_time_ms, None);
+        assert_eq!(rec.meta.create_time_ms, None);
         assert_eq!(rec.value["event"], 5);
     }
 

@@ -269,17 +269,10 @@ pub(crate) fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
 mod schemas {
     use super::*;
 
-    pub(crate) fn validator(path: &str) -> jsonschema::Validator {
-        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
-            .expect("schema file");
-        jsonschema::validator_for(&serde_json::from_str(&text).expect("schema is JSON"))
-            .expect("valid schema")
-    }
-
     #[test]
     fn records_match_their_published_json_schemas() {
         for kind in MemberKind::ALL {
-            let v = validator(&format!("deploy/schema/{}.json", kind.schema()));
+            let v = crate::record::schema_validator(kind.schema());
             let full = verified(seed_as(kind));
             let sparse = verified(
                 json!({"header":{"event_id":"e","event_type":kind.event_type()},"event":{"chat_id":"c","users":[{}]}}),

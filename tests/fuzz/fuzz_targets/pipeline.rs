@@ -46,7 +46,7 @@ fn publish(event: &protocol::VerifiedEvent) {
     for outcome in outcomes {
         if let Err(reason) = outcome {
             let dl = record::DeadLetter::new(event, &reason, 0);
-            let _ = (dl.chat_id(), dl.tenant_key(), dl.app_id(), dl.create_time_ms());
+            let _ = (dl.chat_id(), dl.meta());
             let _ = serde_json::to_vec(&dl);
         }
     }
