@@ -5,6 +5,8 @@
 #   - tansu 0.6.0, a Kafka-protocol broker the integration tests start over TCP;
 #   - Prometheus (promtool and the server) from Debian, for the alerting rules
 #     and the scrape test;
+#   - podman, runc and debootstrap from Debian, to build and run the
+#     container image (tests/image.rs);
 #   - Python tools (tests/requirements.txt): `cryptography`, which made the
 #     independent crypto test vectors, the official Python SDK, whose protobuf
 #     module made the long connection's frame vectors, and the manifest and
@@ -18,9 +20,13 @@ export TANSU_BIN="$TANSU_ROOT/bin/tansu"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-apt_packages=(build-essential pkg-config cmake libssl-dev zlib1g-dev libsasl2-dev prometheus)
+# What the build needs (deploy/Dockerfile's build stage installs the same;
+# tests/deploy/test_deploy.py keeps the two lists equal), then what the
+# tests use: Prometheus, and podman, runc and debootstrap for the image test.
+build_packages=(build-essential pkg-config cmake libssl-dev zlib1g-dev libsasl2-dev)
+test_packages=(prometheus podman runc debootstrap)
 missing=()
-for p in "${apt_packages[@]}"; do
+for p in "${build_packages[@]}" "${test_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -46,8 +52,13 @@ command -v kubectl >/dev/null \
 python3 tests/vectors/gen.py --check
 python3 tests/vectors/pbbp2_gen.py --check
 
-# Kubernetes manifests, Helm chart values, dashboard and alerting rules.
-python3 -m pytest -q tests/deploy
+# Kubernetes manifests, Helm chart values, dashboard and alerting rules;
+# the documentation's links.
+python3 -m pytest -q tests/deploy tests/docs
+
+# The release binary, which the image test puts in the image (CI's demo
+# runs it too).
+cargo build --release --locked
 
 # Every process the tests start carries this marker (tests/common/child.rs)
 # and is killed by the kernel when its test binary exits; check that none is left.

@@ -180,3 +180,16 @@ def test_dashboard_and_alerts_use_only_exported_metrics():
 def test_promtool_checks_and_unit_tests_the_rules():
     subprocess.run(["promtool", "check", "rules", str(ROOT / "deploy" / "prometheus" / "alerts.yaml")], check=True)
     subprocess.run(["promtool", "test", "rules", str(ROOT / "tests" / "prometheus" / "alerts_test.yaml")], check=True)
+
+
+def test_the_image_builds_as_ci_does():
+    """deploy/Dockerfile's build stage installs the Debian packages the test
+    command installs for the build, and runs CI's cargo command."""
+    run_sh = (ROOT / "tests" / "run.sh").read_text()
+    ci = re.search(r"^build_packages=\(([^)]*)\)", run_sh, re.M).group(1).split()
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    image = re.search(r"apt-get install -y --no-install-recommends ([^\\\n]*)", dockerfile).group(1).split()
+    assert sorted(image) == sorted(ci)
+    assert "cargo build --release --locked" in run_sh
+    assert "RUN cargo build --release --locked --bin feishu-kafka-bridge" in dockerfile
+    assert re.search(r"^EXPOSE 8080 9090$", dockerfile, re.M), "both ports"
