@@ -57,7 +57,7 @@ def main(path):
         return " / ".join(f"{statistics.median(g[k] for g in got):.0f}" for k in ("system", "broker", "loadgen"))
 
     out = ["# Benchmarks", "",
-           "Produced by `bash tests/bench/run.sh` (see README.md, Benchmarks). Same machine, same tansu broker, same",
+           "Produced by `bash tests/bench/run.sh` (see docs/benchmarks.md). Same machine, same tansu broker, same",
            "pre-generated signed and encrypted payloads for every system; figures are medians over runs.", "",
            MACHINE, "",
            "CPU µs per request: user + system time of the server's processes, of the broker and of the load generator while",
