@@ -20,7 +20,7 @@
 //!   and keeps reading the rest in the background.
 //! * **Follow.** Then it keeps reading the topics as they grow, so an id
 //!   published by another replica is known here a moment later (measured in
-//!   README.md, Guarantees). Partitions are assigned explicitly: no
+//!   docs/deduplication.md). Partitions are assigned explicitly: no
 //!   consumer-group membership, no offset commits; partitions added later
 //!   are picked up from their beginning.
 //!
@@ -50,7 +50,7 @@ use crate::sink::Destination;
 /// The group id the follower's consumer carries. librdkafka needs one to
 /// assign partitions; the follower never joins the group and never commits,
 /// so no group state is created on the broker. Fixed, so that a cluster with
-/// ACLs can grant it (README.md, Kafka).
+/// ACLs can grant it (docs/deduplication.md, Permissions).
 pub const GROUP_ID: &str = "feishu-kafka-bridge.dedup-follower";
 
 /// One poll waits at most this long, so that stop requests, the heartbeat
@@ -71,7 +71,7 @@ const PLAN_RETRY: Duration = Duration::from_millis(500);
 /// The fetch size is what the process's memory follows: a warm start of
 /// 1,000,000 records on tansu held about 140 MiB in librdkafka with 8 MiB
 /// fetches, 115 MiB with 4 MiB, 70 MiB with 2 MiB and 40 MiB with 1 MiB,
-/// whatever the queue bound (README.md, Benchmarks).
+/// whatever the queue bound (docs/benchmarks.md).
 const QUEUED_MAX_KBYTES: &str = "1024";
 const FETCH_MAX_BYTES: &str = "1048576";
 

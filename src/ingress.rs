@@ -1,6 +1,6 @@
 //! HTTP ingress: the callback endpoint, the only route of its listener (the
 //! operator endpoints are in `admin`, on their own). Maps every outcome to
-//! its documented status code (README.md, "Answers").
+//! its documented status code (docs/endpoints.md, "Answers").
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

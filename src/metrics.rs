@@ -1,4 +1,4 @@
-//! Prometheus metrics. Names and labels are a public interface (README.md,
+//! Prometheus metrics. Names and labels are a public interface (docs/operations.md,
 //! dashboards and alerts depend on them): change them only with a changelog.
 
 use prometheus::{

@@ -139,8 +139,8 @@ pub fn client_config(config: &Config) -> ClientConfig {
         // Batching that follows the load (group commit): no timer, and one
         // produce request in flight per broker. A lone record leaves at once;
         // while a request is out, records queue and the next request carries
-        // all of them. Measured against every fixed linger (README.md,
-        // Benchmarks): faster at concurrency 1 than linger 0 and at the peak
+        // all of them. Measured against every fixed linger
+        // (docs/benchmarks.md): faster at concurrency 1 than linger 0 and at the peak
         // than linger 2. One request in flight also keeps the idempotent
         // producer's order trivially.
         .set("linger.ms", "0")

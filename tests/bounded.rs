@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::stand_in::{Pusher, Schedule};
 use common::*;
 
-/// Documented bound (README.md, "Guarantees"): after the cache is full,
+/// Documented bound (docs/guarantees.md): after the cache is full,
 /// pushing twice its capacity again in unique ids may grow RSS by at most this.
 const RSS_GROWTH_BOUND_KIB: u64 = 16 * 1024;
 const CAPACITY: usize = 5000;

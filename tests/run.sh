@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README.md, "Run the tests"); .ci/run calls it as is.
+# The test command (README.md, "The two commands"; docs/development.md);
+# .ci/run calls it as is.
 # Installs what the tests need, idempotently, then runs the whole suite:
 #   - Debian packages that the Kafka client's build needs (librdkafka is built from source);
 #   - tansu 0.6.0, a Kafka-protocol broker the integration tests start over TCP;

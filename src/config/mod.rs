@@ -1,7 +1,7 @@
 //! Command-line flags and environment variables.
 //!
 //! Every setting is a flag with an environment equivalent; the environment
-//! names are a public contract (see README.md). Secrets may also be read from
+//! names are a public contract (docs/configuration.md). Secrets may also be read from
 //! files so that Kubernetes Secret volumes can be mounted instead of exposing
 //! them through the process environment.
 //!

@@ -1,6 +1,6 @@
 //! What an authentic event becomes on Kafka. Each form is a public schema
 //! that other teams consume (JSON Schemas in `deploy/schema/`, described in
-//! README.md, Records):
+//! docs/records.md):
 //!
 //! * [`member`]: the chat-member family (users added, deleted, withdrawn;
 //!   the bot added, removed), normalized, one record type per event type;
