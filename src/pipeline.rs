@@ -4,12 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
-
-use std::sync::Arc;
-
 use tracing::{info, warn};
 
 use crate::dedup::{self, Claim, Dedup, Settled};

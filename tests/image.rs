@@ -84,7 +84,9 @@ struct Container<'a> {
 
 impl Drop for Container<'_> {
     fn drop(&mut self) {
-        let _ = self.podman.succeeds(&["rm", "-f", "-t", "0", &self.name]);
+        if !self.podman.succeeds(&["rm", "-f", "-t", "0", &self.name]) {
+            eprintln!("could not remove the container {}", self.name);
+        }
     }
 }
 
@@ -325,7 +327,7 @@ fn the_image_runs_as_the_manifests_run_it_and_publishes_an_event_once() {
     }
     run.push(IMAGE.into());
     let args: Vec<&str> = run.iter().map(String::as_str).collect();
-    let _container = Container {
+    let container = Container {
         podman: &podman,
         name: name.clone(),
     };
@@ -388,5 +390,7 @@ fn the_image_runs_as_the_manifests_run_it_and_publishes_an_event_once() {
         "image built in {built:?} (base image included when it was made), ready and publishing {:?} after the start",
         started.elapsed()
     );
+    // Removed while podman's configuration (in `work`) is still there.
+    drop(container);
     let _ = std::fs::remove_dir_all(&work);
 }
