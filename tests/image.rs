@@ -117,7 +117,7 @@ fn base_image(podman: &Podman, work: &Path) {
         .spawn()
         .unwrap();
     let import = podman
-        .command(&["import", "-", BASE])
+        .command(&["import", "--quiet", "-", BASE])
         .stdin(tar.stdout.take().unwrap())
         .stdout(Stdio::null())
         .status()
