@@ -106,11 +106,11 @@ def test_the_checker_catches_what_it_should():
     assert "member-records" in anchors(page)
     assert slug("Answers (public contract)") == "answers-public-contract"
     assert slug("`BRIDGE_EVENT_TYPES` and friends") == "bridge_event_types-and-friends"
-    text = ("[a](no-such.md) [b](records.md#nope) [c](../../etc/passwd) [d](../../shared/protocol.md) "
+    text = ("[a](no-such.md) [b](records.md#nope) [c](../../etc/passwd) [d](../../outside/notes.md) "
             "[e](https://intranet.example.com/x) [f](guarantees.md#order) [g](#raw-records) "
             "`[h](in-code.md)` [i](../deploy/schema/feishu.raw_event.v1.json)")
     broken = broken_links(page, text)
     assert [b.split(":")[0] for b in broken] == [
-        "no-such.md", "records.md#nope", "../../etc/passwd", "../../shared/protocol.md",
+        "no-such.md", "records.md#nope", "../../etc/passwd", "../../outside/notes.md",
         "https",  # https://intranet.example.com/x
     ], broken
