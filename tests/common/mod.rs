@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod in_process;
+pub mod pod;
 pub mod stand_in;
 
 use std::collections::HashMap;
@@ -40,9 +41,13 @@ fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU_BIN") {
         return PathBuf::from(p);
     }
-    let pinned = PathBuf::from("/opt/tansu-0.6.0/bin/tansu");
-    if pinned.exists() {
-        return pinned;
+    // Where tests/run.sh installs it: /opt as root, the user's home otherwise.
+    let mut pinned = vec![PathBuf::from("/opt/tansu-0.6.0/bin/tansu")];
+    if let Some(home) = std::env::var_os("HOME") {
+        pinned.push(PathBuf::from(home).join(".local/tansu-0.6.0/bin/tansu"));
+    }
+    if let Some(found) = pinned.into_iter().find(|p| p.exists()) {
+        return found;
     }
     if let Ok(out) = Command::new("sh").args(["-c", "command -v tansu"]).output() {
         let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -52,7 +57,8 @@ fn tansu_bin() -> PathBuf {
     }
     panic!(
         "the tansu broker is not installed: these tests need a real Kafka-protocol broker. \
-         Run `bash tests/run.sh` (it installs tansu 0.6.0 into /opt/tansu-0.6.0) or set TANSU_BIN."
+         Run `bash tests/run.sh` (it installs tansu 0.6.0 into /opt/tansu-0.6.0 as root, \
+         ~/.local/tansu-0.6.0 otherwise) or set TANSU_BIN."
     );
 }
 
@@ -395,6 +401,15 @@ impl Feishu {
     pub fn new() -> Self {
         Feishu {
             key: EncryptKey::new(ENCRYPT_KEY),
+            client: ::reqwest::Client::new(),
+        }
+    }
+
+    /// Feishu with another Encrypt Key (e.g. one being rotated in or out);
+    /// the token is the envelope's, set by the caller.
+    pub fn with_key(encrypt_key: &str) -> Self {
+        Feishu {
+            key: EncryptKey::new(encrypt_key),
             client: ::reqwest::Client::new(),
         }
     }
