@@ -2,6 +2,7 @@
 //! operator endpoints are in `admin`, on their own). Maps every outcome to
 //! its documented status code (docs/endpoints.md, "Answers").
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,16 +20,17 @@ use crate::metrics::{outcome, Ingress as Via, Metrics};
 use crate::pipeline::{self, Answer, Pipeline};
 
 const WEBHOOK: Via = Via::Webhook;
-use crate::protocol::{Inbound, Rejection, SignatureHeaders, Verifier};
+use crate::protocol::{Inbound, Matched, Rejection, SignatureHeaders, Slot, Verifier};
 
 /// Seconds Feishu is told to wait before retrying after a 503. Feishu uses
 /// its own schedule; the header is for other clients and for humans.
 const RETRY_AFTER_SECS: &str = "15";
 
 /// Unsigned requests refused with an encrypt key configured are answered no
-/// sooner than this after they arrived: decrypting and parsing even a body at
-/// the size limit takes a fraction of it, so where the work stopped (base64,
-/// padding, JSON, token) does not show in the time to answer.
+/// sooner than this after they arrived: decrypting (with each configured key,
+/// two during a rotation) and parsing even a body at the size limit takes a
+/// fraction of it, so where the work stopped (base64, padding, JSON, token,
+/// which key) does not show in the time to answer.
 const UNSIGNED_ANSWER_FLOOR: Duration = Duration::from_millis(20);
 
 pub struct Ingress {
@@ -43,6 +45,9 @@ pub struct Ingress {
 /// The callback listener's routes: `path` and nothing else, so that an
 /// ingress routing the callback host publishes no operator endpoint.
 pub fn router(path: &str, ingress: Arc<Ingress>) -> Router {
+    ingress
+        .metrics
+        .register_secret_slots(ingress.verifier.configured());
     Router::new()
         .route(path, post(event))
         .with_state(ingress)
@@ -126,7 +131,13 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
         nonce: header_str(headers, "x-lark-request-nonce"),
         signature: header_str(headers, "x-lark-signature"),
     };
-    let event = match s.verifier.verify(&bytes, signature, SystemTime::now()) {
+    let verified = s
+        .verifier
+        .verify_matched(&bytes, signature, SystemTime::now());
+    if let Ok((_, matched)) = &verified {
+        count_matched(&s.metrics, *matched);
+    }
+    let event = match verified.map(|(inbound, _)| inbound) {
         Ok(Inbound::Challenge(challenge)) => {
             s.metrics.count(WEBHOOK, outcome::CHALLENGE);
             info!(outcome = outcome::CHALLENGE, "answered url_verification");
@@ -169,6 +180,46 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
             r
+        }
+    }
+}
+
+/// Whether a request has matched the previous encrypt key, or token, in
+/// this process yet.
+static PREVIOUS_KEY_MATCHED: AtomicBool = AtomicBool::new(false);
+static PREVIOUS_TOKEN_MATCHED: AtomicBool = AtomicBool::new(false);
+
+/// Counts which value of each secret an accepted request matched, and says
+/// once per process (per secret) that the previous value is still in use:
+/// the rotation is not over until it stops being matched.
+fn count_matched(metrics: &Metrics, matched: Matched) {
+    metrics.secret_matched.count(matched);
+    for (slot, first, secret, setting) in [
+        (
+            matched.encrypt_key,
+            &PREVIOUS_KEY_MATCHED,
+            crate::metrics::secret::ENCRYPT_KEY,
+            "FEISHU_ENCRYPT_KEY_PREVIOUS",
+        ),
+        (
+            matched.verification_token,
+            &PREVIOUS_TOKEN_MATCHED,
+            crate::metrics::secret::VERIFICATION_TOKEN,
+            "FEISHU_VERIFICATION_TOKEN_PREVIOUS",
+        ),
+    ] {
+        if slot == Some(Slot::Previous)
+            && !first.load(Ordering::Relaxed)
+            && !first.swap(true, Ordering::Relaxed)
+        {
+            // Names the setting, never its value.
+            info!(
+                secret,
+                setting,
+                "a request matched the previous value: Feishu still uses it, keep {setting} \
+                 until feishu_bridge_secret_matched_total{{slot=\"previous\"}} stops growing \
+                 (logged once per process)"
+            );
         }
     }
 }

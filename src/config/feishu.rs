@@ -90,6 +90,36 @@ pub struct FeishuArgs {
     )]
     pub verification_token_file: Option<PathBuf>,
 
+    /// The Encrypt Key being rotated out: still accepted (signature and
+    /// decryption) next to FEISHU_ENCRYPT_KEY. Empty means none.
+    #[arg(long, env = "FEISHU_ENCRYPT_KEY_PREVIOUS", hide_env_values = true)]
+    pub encrypt_key_previous: Option<Secret>,
+
+    /// File holding the previous Encrypt Key; a missing or empty file means none.
+    #[arg(
+        long,
+        env = "FEISHU_ENCRYPT_KEY_PREVIOUS_FILE",
+        conflicts_with = "encrypt_key_previous"
+    )]
+    pub encrypt_key_previous_file: Option<PathBuf>,
+
+    /// The Verification Token being rotated out: still accepted next to
+    /// FEISHU_VERIFICATION_TOKEN. Empty means none.
+    #[arg(
+        long,
+        env = "FEISHU_VERIFICATION_TOKEN_PREVIOUS",
+        hide_env_values = true
+    )]
+    pub verification_token_previous: Option<Secret>,
+
+    /// File holding the previous Verification Token; a missing or empty file means none.
+    #[arg(
+        long,
+        env = "FEISHU_VERIFICATION_TOKEN_PREVIOUS_FILE",
+        conflicts_with = "verification_token_previous"
+    )]
+    pub verification_token_previous_file: Option<PathBuf>,
+
     /// Accepted clock skew of X-Lark-Request-Timestamp, in seconds (0 disables the check).
     #[arg(long, env = "BRIDGE_TIMESTAMP_WINDOW_SECS", default_value_t = 300)]
     pub timestamp_window_secs: u64,
@@ -106,10 +136,14 @@ pub struct LongConnectionConfig {
     pub connect_timeout: Duration,
 }
 
-/// The callback's secrets: the encrypt key and the verification token.
+/// The callback's secrets: the encrypt key and the verification token, each
+/// with the value being rotated out, if any (only next to a current one).
+#[derive(Default)]
 pub struct WebhookSecrets {
     pub encrypt_key: Option<Secret>,
     pub verification_token: Option<Secret>,
+    pub encrypt_key_previous: Option<Secret>,
+    pub verification_token_previous: Option<Secret>,
 }
 
 impl FeishuArgs {
@@ -117,24 +151,45 @@ impl FeishuArgs {
     /// Secret with every key (some empty) serves all modes.
     pub fn webhook_secrets(&self) -> Result<WebhookSecrets, ConfigError> {
         if !self.ingress.webhook() {
-            return Ok(WebhookSecrets {
-                encrypt_key: None,
-                verification_token: None,
-            });
+            return Ok(WebhookSecrets::default());
         }
+        let encrypt_key = secret(
+            &self.encrypt_key,
+            &self.encrypt_key_file,
+            "FEISHU_ENCRYPT_KEY",
+            "FEISHU_ENCRYPT_KEY_FILE",
+        )?;
+        let verification_token = secret(
+            &self.verification_token,
+            &self.verification_token_file,
+            "FEISHU_VERIFICATION_TOKEN",
+            "FEISHU_VERIFICATION_TOKEN_FILE",
+        )?;
+        let encrypt_key_previous = previous_secret(
+            &self.encrypt_key_previous,
+            &self.encrypt_key_previous_file,
+            [
+                "FEISHU_ENCRYPT_KEY_PREVIOUS",
+                "FEISHU_ENCRYPT_KEY_PREVIOUS_FILE",
+            ],
+            encrypt_key.is_some(),
+            "FEISHU_ENCRYPT_KEY (or FEISHU_ENCRYPT_KEY_FILE)",
+        )?;
+        let verification_token_previous = previous_secret(
+            &self.verification_token_previous,
+            &self.verification_token_previous_file,
+            [
+                "FEISHU_VERIFICATION_TOKEN_PREVIOUS",
+                "FEISHU_VERIFICATION_TOKEN_PREVIOUS_FILE",
+            ],
+            verification_token.is_some(),
+            "FEISHU_VERIFICATION_TOKEN (or FEISHU_VERIFICATION_TOKEN_FILE)",
+        )?;
         Ok(WebhookSecrets {
-            encrypt_key: secret(
-                &self.encrypt_key,
-                &self.encrypt_key_file,
-                "FEISHU_ENCRYPT_KEY",
-                "FEISHU_ENCRYPT_KEY_FILE",
-            )?,
-            verification_token: secret(
-                &self.verification_token,
-                &self.verification_token_file,
-                "FEISHU_VERIFICATION_TOKEN",
-                "FEISHU_VERIFICATION_TOKEN_FILE",
-            )?,
+            encrypt_key,
+            verification_token,
+            encrypt_key_previous,
+            verification_token_previous,
         })
     }
 
@@ -214,6 +269,60 @@ pub(super) fn secret(
     Ok(Some(Secret::new(raw)))
 }
 
+/// The value of a secret being rotated out, given by value or in a file.
+///
+/// Unlike a current secret, absence is the normal state, and it is spelled
+/// the way Kubernetes spells it: a Secret volume is mounted whole, so a key
+/// the Secret lacks is a missing file, and a rotation that is over leaves the
+/// key empty. Both mean "no previous value", as does an empty value: a
+/// previous value can only widen what the current one accepts, so its
+/// absence switches no check off. A file that exists but cannot be read is
+/// still an error.
+///
+/// A previous value with no current one is refused, naming the setting that
+/// gave it: it would otherwise be either ignored or the only accepted value,
+/// and neither is what a rotation means.
+///
+/// A previous value equal to the current one is accepted without a word: it
+/// is the natural state between "copy the current value into the previous
+/// setting" and "put the new value into the current one", and it is
+/// harmless (the current value is tried first, so the previous one simply
+/// never matches, which the metric shows).
+fn previous_secret(
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+    [value_name, file_name]: [&'static str; 2],
+    has_current: bool,
+    current_names: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    let (raw, setting) = match (value, file) {
+        (Some(v), _) => (v.expose().to_owned(), value_name),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => (text.trim_end_matches(['\r', '\n']).to_owned(), file_name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(invalid(
+                    file_name,
+                    format!("cannot read {}: {e}", path.display()),
+                ))
+            }
+        },
+        (None, None) => return Ok(None),
+    };
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if !has_current {
+        return Err(invalid(
+            setting,
+            format!(
+                "is set but {current_names} is not: a previous value is only accepted next to the current one"
+            ),
+        ));
+    }
+    Ok(Some(Secret::new(raw)))
+}
+
 /// `http(s)://host…`: enough to catch a typo at start-up; the endpoint
 /// call reports anything subtler.
 fn has_host(url: &str) -> bool {
@@ -229,7 +338,7 @@ fn has_host(url: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::validate_args;
+    use super::super::{parse_args, validate_args};
     use super::*;
 
     #[test]
@@ -244,6 +353,154 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
         let err = validate_args(&["--encrypt-key", ""]).unwrap_err();
         assert_eq!(err.setting, "FEISHU_ENCRYPT_KEY");
+    }
+
+    #[test]
+    fn previous_secrets_missing_or_empty_files_mean_none() {
+        let dir = std::env::temp_dir().join(format!("fkb-cfg-prev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: Option<&str>| {
+            let path = dir.join(name);
+            match text {
+                Some(text) => std::fs::write(&path, text).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            path.to_str().unwrap().to_owned()
+        };
+        let (key_file, token_file) = (
+            file("key", Some("new-key\n")),
+            file("token", Some("new-tok")),
+        );
+        let current = [
+            "--encrypt-key-file",
+            key_file.as_str(),
+            "--verification-token-file",
+            token_file.as_str(),
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = current.to_vec();
+            args.extend_from_slice(extra);
+            validate_args(&args)
+        };
+
+        // A Secret volume without the keys: files that do not exist.
+        let (missing_key, missing_token) = (file("key-prev", None), file("tok-prev", None));
+        let cfg = with(&[
+            "--encrypt-key-previous-file",
+            &missing_key,
+            "--verification-token-previous-file",
+            &missing_token,
+        ])
+        .expect("a missing previous file is no previous value");
+        assert!(cfg.encrypt_key_previous.is_none() && cfg.verification_token_previous.is_none());
+        assert_eq!(cfg.encrypt_key.as_ref().unwrap().expose(), "new-key");
+
+        // A rotation that is over: the keys are there but empty.
+        let (empty_key, empty_token) = (file("key-empty", Some("")), file("tok-empty", Some("\n")));
+        let cfg = with(&[
+            "--encrypt-key-previous-file",
+            &empty_key,
+            "--verification-token-previous-file",
+            &empty_token,
+        ])
+        .expect("an empty previous file is no previous value");
+        assert!(cfg.encrypt_key_previous.is_none() && cfg.verification_token_previous.is_none());
+        let cfg = with(&[
+            "--encrypt-key-previous",
+            "",
+            "--verification-token-previous",
+            "",
+        ])
+        .expect("an empty previous value is none");
+        assert!(cfg.encrypt_key_previous.is_none() && cfg.verification_token_previous.is_none());
+
+        // During a rotation: both values, from files or by value, never printed.
+        let (old_key, old_token) = (
+            file("key-old", Some("old-key\r\n")),
+            file("tok-old", Some("old-tok")),
+        );
+        let cfg = with(&[
+            "--encrypt-key-previous-file",
+            &old_key,
+            "--verification-token-previous-file",
+            &old_token,
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.encrypt_key_previous.as_ref().unwrap().expose(),
+            "old-key"
+        );
+        assert_eq!(
+            cfg.verification_token_previous.as_ref().unwrap().expose(),
+            "old-tok"
+        );
+        assert!(!format!("{cfg:?}").contains("old-"));
+        let cfg = with(&["--verification-token-previous", "old-tok-2"]).unwrap();
+        assert_eq!(
+            cfg.verification_token_previous.unwrap().expose(),
+            "old-tok-2"
+        );
+        // Equal to the current value: allowed (see `previous_secret`).
+        assert!(with(&["--encrypt-key-previous", "new-key"]).is_ok());
+
+        // A directory is not a missing file: reading it fails loudly.
+        let err = with(&["--encrypt-key-previous-file", dir.to_str().unwrap()]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_ENCRYPT_KEY_PREVIOUS_FILE");
+        // By value and from a file at once: refused as for the current ones.
+        let both = [
+            "--encrypt-key-previous",
+            "x",
+            "--encrypt-key-previous-file",
+            &old_key,
+        ];
+        assert!(parse_args(&both).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_previous_secret_needs_a_current_one() {
+        let dir = std::env::temp_dir().join(format!("fkb-cfg-prev-only-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = dir.join("old");
+        std::fs::write(&old, "old\n").unwrap();
+        let old = old.to_str().unwrap();
+
+        let err = validate_args(&["--encrypt-key-previous", "0ld-s3cret"]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_ENCRYPT_KEY_PREVIOUS");
+        assert!(err.to_string().contains("FEISHU_ENCRYPT_KEY "), "{err}");
+        assert!(!err.to_string().contains("0ld-s3cret"), "{err}");
+        let err = validate_args(&["--encrypt-key-previous-file", old]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_ENCRYPT_KEY_PREVIOUS_FILE");
+        let err = validate_args(&[
+            "--encrypt-key",
+            "k",
+            "--verification-token-previous",
+            "0ld-s3cret",
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "FEISHU_VERIFICATION_TOKEN_PREVIOUS");
+        let err = validate_args(&["--verification-token-previous-file", old]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_VERIFICATION_TOKEN_PREVIOUS_FILE");
+        // Missing or empty: no previous value, so nothing is wrong.
+        let missing = dir.join("missing");
+        assert!(validate_args(&["--encrypt-key-previous-file", missing.to_str().unwrap()]).is_ok());
+        assert!(validate_args(&["--verification-token-previous", ""]).is_ok());
+        // Not read at all without the webhook ingress, like the current ones.
+        let lc = validate_args(&[
+            "--ingress",
+            "long-connection",
+            "--app-id",
+            "cli_1",
+            "--app-secret",
+            "s",
+            "--encrypt-key-previous",
+            "0ld-s3cret",
+        ])
+        .unwrap();
+        assert!(lc.encrypt_key_previous.is_none());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

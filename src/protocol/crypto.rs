@@ -49,16 +49,17 @@ impl EncryptKey {
 
     /// Decrypts the `encrypt` field of a callback body.
     pub fn decrypt(&self, encrypted: &str) -> Result<Vec<u8>, DecryptError> {
-        let blob = STANDARD
-            .decode(encrypted.as_bytes())
-            .map_err(|_| DecryptError::BadBase64)?;
-        if blob.len() < 2 * BLOCK || blob.len() % BLOCK != 0 {
-            return Err(DecryptError::BadLength);
-        }
-        let (iv, ciphertext) = blob.split_at(BLOCK);
+        self.decrypt_decoded(&Ciphertext::decode(encrypted)?)
+    }
+
+    /// Decrypts an `encrypt` field already decoded, so that trying a second
+    /// key does not decode it again.
+    pub fn decrypt_decoded(&self, blob: &Ciphertext) -> Result<Vec<u8>, DecryptError> {
+        let (iv, ciphertext) = blob.0.split_at(BLOCK);
         let mut buf = ciphertext.to_vec();
-        // Lengths were checked above, so neither call can fail; map rather
-        // than unwrap so that no input can reach a panic.
+        // `Ciphertext::decode` checked the lengths, so neither `split_at` nor
+        // the calls below can fail; map rather than unwrap so that no input
+        // can reach a panic.
         let dec =
             Aes256CbcDec::new_from_slices(&self.aes, iv).map_err(|_| DecryptError::BadLength)?;
         let plain_len = dec
@@ -89,12 +90,21 @@ impl EncryptKey {
     /// Checks `X-Lark-Signature` in constant time. Uppercase hex is accepted
     /// because it encodes the same digest.
     pub fn verify(&self, timestamp: &str, nonce: &str, body: &[u8], signature: &str) -> bool {
-        let mut provided = [0u8; 32];
-        if hex::decode_to_slice(signature.trim(), &mut provided).is_err() {
-            return false;
-        }
+        decode_signature(signature)
+            .is_some_and(|provided| self.verify_decoded(timestamp, nonce, body, &provided))
+    }
+
+    /// [`EncryptKey::verify`] for a signature already decoded by
+    /// [`decode_signature`] (once, however many keys are tried).
+    pub fn verify_decoded(
+        &self,
+        timestamp: &str,
+        nonce: &str,
+        body: &[u8],
+        provided: &[u8; 32],
+    ) -> bool {
         let expected = self.digest(timestamp, nonce, body);
-        expected.ct_eq(&provided).into()
+        expected.ct_eq(provided).into()
     }
 
     fn digest(&self, timestamp: &str, nonce: &str, body: &[u8]) -> [u8; 32] {
@@ -104,6 +114,30 @@ impl EncryptKey {
         h.update(&self.raw);
         h.update(body);
         h.finalize().into()
+    }
+}
+
+/// `X-Lark-Signature` as the 32 bytes it encodes (upper- or lowercase hex,
+/// surrounding whitespace ignored); `None` when it is not that, which no key
+/// matches.
+pub fn decode_signature(signature: &str) -> Option<[u8; 32]> {
+    let mut provided = [0u8; 32];
+    hex::decode_to_slice(signature.trim(), &mut provided).ok()?;
+    Some(provided)
+}
+
+/// The `encrypt` field, base64-decoded: an IV and at least one whole block.
+pub struct Ciphertext(Vec<u8>);
+
+impl Ciphertext {
+    pub fn decode(encrypted: &str) -> Result<Self, DecryptError> {
+        let blob = STANDARD
+            .decode(encrypted.as_bytes())
+            .map_err(|_| DecryptError::BadBase64)?;
+        if blob.len() < 2 * BLOCK || blob.len() % BLOCK != 0 {
+            return Err(DecryptError::BadLength);
+        }
+        Ok(Ciphertext(blob))
     }
 }
 

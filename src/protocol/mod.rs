@@ -18,6 +18,17 @@
 //! captured ciphertext byte by byte. Every unsigned request that is not an
 //! accepted challenge is therefore refused as [`Rejection::Unsigned`], one
 //! answer whatever went wrong; the reason stays in the log and the metric.
+//!
+//! Rotation: a previous encrypt key and a previous token may be configured
+//! next to the current ones ([`Verifier::with_previous`]). A signature is
+//! authentic when it matches under either key, and the key it matched is the
+//! one that decrypts; a signature that matches neither (a key no longer
+//! configured included) is [`Rejection::BadSignature`], as before. An
+//! unsigned body is decrypted with the current key and, when that gives no
+//! JSON object, with the previous one; both attempts end in the same single
+//! answer, so a second key adds no oracle: what either key decrypted to shows
+//! only as an accepted challenge, which takes the token. Which value of each
+//! secret matched comes out of [`Verifier::verify_matched`] as [`Matched`].
 
 pub mod crypto;
 
@@ -27,6 +38,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::secret::Secret;
+use crypto::{decode_signature, Ciphertext};
 pub use crypto::{DecryptError, EncryptKey};
 
 /// Why a request was refused. Every variant maps to one HTTP status and one
@@ -178,11 +190,60 @@ pub enum Inbound {
     Event(VerifiedEvent),
 }
 
+/// Which configured value of a secret a request matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// `FEISHU_ENCRYPT_KEY`, `FEISHU_VERIFICATION_TOKEN`.
+    Current = 0,
+    /// `FEISHU_ENCRYPT_KEY_PREVIOUS`, `FEISHU_VERIFICATION_TOKEN_PREVIOUS`:
+    /// still accepted while Feishu moves over to the new value.
+    Previous = 1,
+}
+
+impl Slot {
+    /// The metric's `slot` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Current => "current",
+            Slot::Previous => "previous",
+        }
+    }
+}
+
+/// Which value of each secret an accepted request matched; `None` for a
+/// secret that is not configured, hence not checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Matched {
+    /// The key the signature matched, which is the key that decrypted; for
+    /// an unsigned challenge, the key that decrypted it.
+    pub encrypt_key: Option<Slot>,
+    pub verification_token: Option<Slot>,
+}
+
+/// Which values of each secret are configured: the slots a request can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Configured {
+    pub encrypt_key: &'static [Slot],
+    pub verification_token: &'static [Slot],
+}
+
+fn slots(current: bool, previous: bool) -> &'static [Slot] {
+    match (current, previous) {
+        (false, _) => &[],
+        (true, false) => &[Slot::Current],
+        (true, true) => &[Slot::Current, Slot::Previous],
+    }
+}
+
 /// Holds the configured secrets and applies Feishu's checks.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     key: Option<EncryptKey>,
+    /// Only with `key`.
+    previous_key: Option<EncryptKey>,
     token: Option<Secret>,
+    /// Only with `token`.
+    previous_token: Option<Secret>,
     window: Option<Duration>,
 }
 
@@ -194,17 +255,51 @@ impl Verifier {
     ) -> Self {
         Verifier {
             key: encrypt_key.map(|k| EncryptKey::new(k.expose())),
+            previous_key: None,
             token,
+            previous_token: None,
             window,
         }
     }
 
+    /// Also accepts the previous encrypt key and token, during a rotation.
+    /// A previous value without a current one is ignored (the settings refuse
+    /// it at start-up): it must not turn a check on or off by itself.
+    pub fn with_previous(mut self, encrypt_key: Option<&Secret>, token: Option<Secret>) -> Self {
+        self.previous_key = encrypt_key
+            .filter(|_| self.key.is_some())
+            .map(|k| EncryptKey::new(k.expose()));
+        self.previous_token = token.filter(|_| self.token.is_some());
+        self
+    }
+
+    /// The values configured, for the metric's series.
+    pub fn configured(&self) -> Configured {
+        Configured {
+            encrypt_key: slots(self.key.is_some(), self.previous_key.is_some()),
+            verification_token: slots(self.token.is_some(), self.previous_token.is_some()),
+        }
+    }
+
+    /// [`Verifier::verify_matched`] without saying which values matched.
     pub fn verify(
         &self,
         body: &[u8],
         headers: SignatureHeaders<'_>,
         now: SystemTime,
     ) -> Result<Inbound, Rejection> {
+        self.verify_matched(body, headers, now)
+            .map(|(inbound, _)| inbound)
+    }
+
+    /// Checks a callback request; on success, also which configured value of
+    /// each secret it matched.
+    pub fn verify_matched(
+        &self,
+        body: &[u8],
+        headers: SignatureHeaders<'_>,
+        now: SystemTime,
+    ) -> Result<(Inbound, Matched), Rejection> {
         let unsigned = self.key.is_some()
             && headers.timestamp.is_none()
             && headers.nonce.is_none()
@@ -221,7 +316,7 @@ impl Verifier {
         body: &[u8],
         headers: SignatureHeaders<'_>,
         now: SystemTime,
-    ) -> Result<Inbound, Rejection> {
+    ) -> Result<(Inbound, Matched), Rejection> {
         let outer = parse_object(body, Rejection::MalformedJson)?;
         let encrypted = match outer.get("encrypt") {
             None => None,
@@ -229,21 +324,34 @@ impl Verifier {
             Some(_) => return Err(Rejection::UnknownEnvelope("encrypt is not a string")),
         };
 
-        let (envelope, signed) = match (&self.key, encrypted) {
+        let (envelope, signed, key_slot) = match (&self.key, encrypted) {
             (None, Some(_)) => return Err(Rejection::EncryptedWithoutKey),
-            (None, None) => (outer, false),
+            (None, None) => (outer, false, None),
             (Some(_), None) => return Err(Rejection::PlaintextWithKey),
-            (Some(key), Some(text)) => {
-                let signed = self.check_signature(key, body, headers, now)?;
-                let plain = key.decrypt(text).map_err(Rejection::Undecryptable)?;
-                (parse_object(&plain, Rejection::DecryptedNotJson)?, signed)
+            (Some(current), Some(text)) => {
+                match self.check_signature(current, body, headers, now)? {
+                    // The key that signed is the one that decrypts.
+                    Some((slot, key)) => {
+                        let plain = key.decrypt(text).map_err(Rejection::Undecryptable)?;
+                        let envelope = parse_object(&plain, Rejection::DecryptedNotJson)?;
+                        (envelope, true, Some(slot))
+                    }
+                    None => {
+                        let (envelope, slot) = self.decrypt_unsigned(current, text)?;
+                        (envelope, false, Some(slot))
+                    }
+                }
             }
         };
 
         if envelope.get("type").and_then(Value::as_str) == Some("url_verification") {
-            self.check_token(envelope.get("token"))?;
+            let token_slot = self.check_token(envelope.get("token"))?;
+            let matched = Matched {
+                encrypt_key: key_slot,
+                verification_token: token_slot,
+            };
             return match envelope.get("challenge") {
-                Some(Value::String(c)) => Ok(Inbound::Challenge(c.clone())),
+                Some(Value::String(c)) => Ok((Inbound::Challenge(c.clone()), matched)),
                 _ => Err(Rejection::UnknownEnvelope(
                     "url_verification without a string challenge",
                 )),
@@ -258,27 +366,41 @@ impl Verifier {
             Some(_) => None,
             None => envelope.get("token"),
         };
-        self.check_token(token)?;
-        classify_event(envelope).map(Inbound::Event)
+        let token_slot = self.check_token(token)?;
+        let matched = Matched {
+            encrypt_key: key_slot,
+            verification_token: token_slot,
+        };
+        classify_event(envelope).map(|event| (Inbound::Event(event), matched))
     }
 
-    /// Returns whether the request carried a valid signature; `Ok(false)`
-    /// means no signature headers at all, which only a challenge may omit.
-    fn check_signature(
-        &self,
-        key: &EncryptKey,
+    /// Returns the key whose signature the request carried; `Ok(None)` means
+    /// no signature headers at all, which only a challenge may omit. The
+    /// current key is tried first: the previous one costs a second digest
+    /// only for requests that do not match the current one.
+    fn check_signature<'k>(
+        &'k self,
+        current: &'k EncryptKey,
         body: &[u8],
         headers: SignatureHeaders<'_>,
         now: SystemTime,
-    ) -> Result<bool, Rejection> {
+    ) -> Result<Option<(Slot, &'k EncryptKey)>, Rejection> {
         let (ts, nonce, sig) = match (headers.timestamp, headers.nonce, headers.signature) {
-            (None, None, None) => return Ok(false),
+            (None, None, None) => return Ok(None),
             (Some(ts), Some(nonce), Some(sig)) => (ts, nonce, sig),
             _ => return Err(Rejection::MissingSignature),
         };
-        if !key.verify(ts, nonce, body, sig) {
-            return Err(Rejection::BadSignature);
-        }
+        let provided = decode_signature(sig).ok_or(Rejection::BadSignature)?;
+        let matched = if current.verify_decoded(ts, nonce, body, &provided) {
+            (Slot::Current, current)
+        } else {
+            match &self.previous_key {
+                Some(previous) if previous.verify_decoded(ts, nonce, body, &provided) => {
+                    (Slot::Previous, previous)
+                }
+                _ => return Err(Rejection::BadSignature),
+            }
+        };
         if let Some(window) = self.window {
             let sent: u64 = ts.trim().parse().map_err(|_| Rejection::InvalidTimestamp)?;
             let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -286,20 +408,59 @@ impl Verifier {
                 return Err(Rejection::StaleTimestamp);
             }
         }
-        Ok(true)
+        Ok(Some(matched))
     }
 
-    fn check_token(&self, provided: Option<&Value>) -> Result<(), Rejection> {
-        let Some(expected) = &self.token else {
-            return Ok(());
+    /// An unsigned body (which only a challenge may be): decrypted with the
+    /// current key, then, when that gives no JSON object, with the previous
+    /// one. A wrong key practically never decrypts to a JSON object, so this
+    /// finds the key that encrypted it. When neither does, the current key's
+    /// failure is the one reported; the caller turns any failure into
+    /// [`Rejection::Unsigned`], one answer whichever key got how far.
+    fn decrypt_unsigned(
+        &self,
+        current: &EncryptKey,
+        text: &str,
+    ) -> Result<(Map<String, Value>, Slot), Rejection> {
+        let blob = Ciphertext::decode(text).map_err(Rejection::Undecryptable)?;
+        let open = |key: &EncryptKey| {
+            let plain = key
+                .decrypt_decoded(&blob)
+                .map_err(Rejection::Undecryptable)?;
+            parse_object(&plain, Rejection::DecryptedNotJson)
         };
-        match provided {
-            Some(Value::String(p))
-                if bool::from(p.as_bytes().ct_eq(expected.expose().as_bytes())) =>
-            {
-                Ok(())
-            }
-            _ => Err(Rejection::WrongToken),
+        match open(current) {
+            Ok(envelope) => Ok((envelope, Slot::Current)),
+            Err(with_current) => match &self.previous_key {
+                Some(previous) => open(previous)
+                    .map(|envelope| (envelope, Slot::Previous))
+                    .map_err(|_| with_current),
+                None => Err(with_current),
+            },
+        }
+    }
+
+    /// Compares the token in constant time with the current value, then
+    /// with the previous one; `Ok(None)` when no token is configured.
+    fn check_token(&self, provided: Option<&Value>) -> Result<Option<Slot>, Rejection> {
+        let Some(current) = &self.token else {
+            return Ok(None);
+        };
+        let Some(Value::String(provided)) = provided else {
+            return Err(Rejection::WrongToken);
+        };
+        let equals = |expected: &Secret| -> bool {
+            provided
+                .as_bytes()
+                .ct_eq(expected.expose().as_bytes())
+                .into()
+        };
+        if equals(current) {
+            Ok(Some(Slot::Current))
+        } else if self.previous_token.as_ref().is_some_and(equals) {
+            Ok(Some(Slot::Previous))
+        } else {
+            Err(Rejection::WrongToken)
         }
     }
 }
