@@ -17,35 +17,33 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use crate::config::{Config, DemoArgs, Secret};
 use crate::protocol::EncryptKey;
 use crate::record::MemberKind;
-use crate::routing::Routing;
 
 const SAMPLE: &str = include_str!("../tests/fixtures/seed_sample.json");
 const DEMO_ENCRYPT_KEY: &str = "demo-encrypt-key";
 /// The seed sample's own token, so the sample passes the token check as is.
 const DEMO_TOKEN: &str = "rvaYgkND1GOiu5MM0E1rncYC6PLtF7JV";
-const TOPIC: &str = "feishu.chat.member.withdrawn";
 const PARTITIONS: i32 = 3;
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let cluster = MockCluster::new(1).context("cannot start the embedded Kafka mock cluster")?;
-    let dlq = format!("{TOPIC}.dlq");
-    cluster.create_topic(TOPIC, PARTITIONS, 1)?;
-    cluster.create_topic(&dlq, PARTITIONS, 1)?;
     let brokers = cluster.bootstrap_servers();
 
+    // The documented defaults (topics, routing: every member type), so that
+    // what the demo shows is what a deploy with no settings does.
     let config = Config {
         listen: args.listen,
         admin_listen: args.admin_listen,
         encrypt_key: Some(Secret::new(DEMO_ENCRYPT_KEY)),
         verification_token: Some(Secret::new(DEMO_TOKEN)),
-        topic: TOPIC.into(),
-        dlq_topic: dlq,
         // Off so that the curl command printed below keeps working.
         timestamp_window: None,
-        routing: Routing::new(MemberKind::ALL.into(), None),
         readiness_interval: Duration::from_millis(500),
         ..Config::with_defaults(&brokers)
     };
+    cluster.create_topic(&config.topic, PARTITIONS, 1)?;
+    cluster.create_topic(&config.dlq_topic, PARTITIONS, 1)?;
+    let topic = config.topic.clone();
+    let config_topic = topic.clone();
     let listeners = crate::server::Listeners::bind(&config)
         .await
         .context("pick other addresses with --demo-listen and --demo-admin-listen")?;
@@ -93,9 +91,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    let records = tokio::task::spawn_blocking(move || read(&brokers, 2)).await??;
+    let records = tokio::task::spawn_blocking(move || read(&brokers, &topic, 2)).await??;
     println!(
-        "\na consumer read back from {TOPIC}, in the chat's order:\n{}",
+        "\na consumer read back from {}, in the chat's order:\n{}",
+        config_topic,
         records.join("\n\n")
     );
 
@@ -111,8 +110,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         file.display()
     );
     println!(
-        "read the topic (kcat: apt-get install kcat):\n  kcat -b {} -t {TOPIC} -C -o beginning -f 'key=%k headers=%h\\n%s\\n'",
-        cluster.bootstrap_servers()
+        "read the topic (kcat: apt-get install kcat):\n  kcat -b {} -t {} -C -o beginning -f 'key=%k headers=%h\\n%s\\n'",
+        cluster.bootstrap_servers(),
+        config_topic
     );
     println!("metrics: curl -s http://{admin}/metrics | grep ^feishu_bridge_");
     println!("\nserving until Ctrl-C\n");
@@ -146,7 +146,7 @@ async fn wait_ready(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// The first `n` records of the topic, formatted.
-fn read(brokers: &str, n: usize) -> anyhow::Result<Vec<String>> {
+fn read(brokers: &str, topic: &str, n: usize) -> anyhow::Result<Vec<String>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "feishu-kafka-bridge-demo")
@@ -154,7 +154,7 @@ fn read(brokers: &str, n: usize) -> anyhow::Result<Vec<String>> {
         .create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)?;
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
     let give_up = std::time::Instant::now() + Duration::from_secs(15);
@@ -186,7 +186,7 @@ fn read(brokers: &str, n: usize) -> anyhow::Result<Vec<String>> {
     }
     if records.len() < n {
         bail!(
-            "{} of {n} records arrived on {TOPIC} within 15 s",
+            "{} of {n} records arrived on {topic} within 15 s",
             records.len()
         );
     }

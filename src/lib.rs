@@ -96,6 +96,10 @@ pub async fn run(
             config.encrypt_key.as_ref(),
             config.verification_token.clone(),
             config.timestamp_window,
+        )
+        .with_previous(
+            config.encrypt_key_previous.as_ref(),
+            config.verification_token_previous.clone(),
         ),
         pipeline: pipeline.clone(),
         metrics: metrics.clone(),
@@ -143,6 +147,12 @@ pub async fn run(
         "listening"
     );
 
+    if let Some(path) = &config.kafka_properties_file_absent {
+        info!(
+            path = %path.display(),
+            "KAFKA_PROPERTIES_FILE does not exist (the Secret has no kafka.properties key): no Kafka properties from a file"
+        );
+    }
     if config.ingress.webhook()
         && config.encrypt_key.is_none()
         && config.verification_token.is_none()

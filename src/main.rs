@@ -41,11 +41,21 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(cli.settings.log.format, &cli.settings.log.filter);
-            let result = runtime.block_on(async {
-                let listeners = feishu_kafka_bridge::server::Listeners::bind(&config).await?;
-                feishu_kafka_bridge::run(config, listeners, feishu_kafka_bridge::shutdown_signal())
-                    .await
-            });
+            // An address that cannot be bound is a bad setting (exit 2, like
+            // any other, docs/configuration.md), not a runtime failure.
+            let bound = runtime.block_on(feishu_kafka_bridge::server::Listeners::bind(&config));
+            let listeners = match bound {
+                Ok(listeners) => listeners,
+                Err(e) => {
+                    eprintln!("feishu-kafka-bridge: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = runtime.block_on(feishu_kafka_bridge::run(
+                config,
+                listeners,
+                feishu_kafka_bridge::shutdown_signal(),
+            ));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -2,9 +2,11 @@
 //! dashboards and alerts depend on them): change them only with a changelog.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::protocol::{Configured, Matched, Slot};
 
 /// Latency buckets in seconds, dense around Feishu's 3 s deadline.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -21,6 +23,27 @@ pub mod outcome {
     pub const DEAD_LETTERED: &str = "dead_lettered";
     pub const PUBLISH_FAILED: &str = "publish_failed";
 }
+
+/// Every reason of a `rejected_<reason>` outcome: the protocol's
+/// [`crate::protocol::Rejection::label`]s and the ingresses' own (body too
+/// large, not received in time, unreadable). Their series exist from
+/// start-up, so that the authentication-failure alert's `increase()` sees
+/// the very first rejection (a series born at 1 has no increase).
+pub const REJECTION_REASONS: [&str; 13] = [
+    "malformed_json",
+    "bad_base64",
+    "undecryptable",
+    "encrypted_without_key",
+    "plaintext_with_key",
+    "unknown_envelope",
+    "missing_signature",
+    "bad_signature",
+    "stale_timestamp",
+    "wrong_token",
+    "body_too_large",
+    "body_timeout",
+    "body_read",
+];
 
 /// The `outcome` values of `events_total`.
 pub const EVENT_OUTCOMES: [&str; 4] = [
@@ -82,6 +105,56 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub long_connection: LongConnectionMetrics,
     pub follower: FollowerMetrics,
+    pub secret_matched: SecretMatchedMetrics,
+}
+
+/// `secret_matched_total{secret, slot}`: which configured value of each
+/// webhook secret accepted requests matched, so that an operator sees when
+/// nothing uses the previous one any more. One counter per series, resolved
+/// here once: counting is an increment, no label lookup. Registered (at 0)
+/// only for the values configured, by [`Metrics::register_secret_slots`].
+#[derive(Clone)]
+pub struct SecretMatchedMetrics {
+    /// Indexed by [`Slot`].
+    encrypt_key: [IntCounter; 2],
+    verification_token: [IntCounter; 2],
+}
+
+/// Values of `secret_matched_total`'s `secret` label.
+pub mod secret {
+    pub const ENCRYPT_KEY: &str = "encrypt_key";
+    pub const VERIFICATION_TOKEN: &str = "verification_token";
+}
+
+impl SecretMatchedMetrics {
+    fn new() -> Self {
+        let counter = |secret: &str, slot: Slot| {
+            IntCounter::with_opts(
+                Opts::new(
+                    "secret_matched_total",
+                    "Accepted callback requests by the configured value of each secret they matched (slot current or previous)",
+                )
+                .const_label("secret", secret)
+                .const_label("slot", slot.as_str()),
+            )
+            .expect("metric")
+        };
+        SecretMatchedMetrics {
+            encrypt_key: [Slot::Current, Slot::Previous].map(|s| counter(secret::ENCRYPT_KEY, s)),
+            verification_token: [Slot::Current, Slot::Previous]
+                .map(|s| counter(secret::VERIFICATION_TOKEN, s)),
+        }
+    }
+
+    /// Counts an accepted request.
+    pub fn count(&self, matched: Matched) {
+        if let Some(slot) = matched.encrypt_key {
+            self.encrypt_key[slot as usize].inc();
+        }
+        if let Some(slot) = matched.verification_token {
+            self.verification_token[slot as usize].inc();
+        }
+    }
 }
 
 /// The dedup follower's series (`dedup_*`): what it learned from the topics
@@ -263,6 +336,8 @@ impl Metrics {
             .expect("metric"),
         };
 
+        let secret_matched = SecretMatchedMetrics::new();
+
         let follower = FollowerMetrics {
             enabled: IntGauge::new(
                 "dedup_follower_enabled",
@@ -359,6 +434,9 @@ impl Metrics {
             ] {
                 requests.with_label_values(&[ingress.as_str(), o]);
             }
+            for reason in REJECTION_REASONS {
+                requests.with_label_values(&[ingress.as_str(), &format!("rejected_{reason}")]);
+            }
             request_duration.with_label_values(&[ingress.as_str()]);
         }
         requests.with_label_values(&[Ingress::Webhook.as_str(), outcome::CHALLENGE]);
@@ -397,6 +475,28 @@ impl Metrics {
             build_info,
             long_connection,
             follower,
+            secret_matched,
+        }
+    }
+
+    /// Creates the `secret_matched_total` series of the configured secrets'
+    /// values, at 0. Once, at start-up; again is a no-op.
+    pub fn register_secret_slots(&self, configured: Configured) {
+        let m = &self.secret_matched;
+        let configured = (configured
+            .encrypt_key
+            .iter()
+            .map(|&s| &m.encrypt_key[s as usize]))
+        .chain(
+            configured
+                .verification_token
+                .iter()
+                .map(|&s| &m.verification_token[s as usize]),
+        );
+        for counter in configured {
+            // Only `AlreadyReg` is possible: the name and labels are static
+            // and consistent (see the test `metrics_render`).
+            let _ = self.registry.register(Box::new(counter.clone()));
         }
     }
 
@@ -459,6 +559,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_rejection_label_is_a_known_reason() {
+        use crate::protocol::{DecryptError, Rejection};
+        let inner = Rejection::WrongToken;
+        let all = [
+            Rejection::MalformedJson,
+            Rejection::NotAnObject,
+            Rejection::Undecryptable(DecryptError::BadBase64),
+            Rejection::Undecryptable(DecryptError::BadLength),
+            Rejection::Undecryptable(DecryptError::NoPlaintext),
+            Rejection::DecryptedNotJson,
+            Rejection::EncryptedWithoutKey,
+            Rejection::PlaintextWithKey,
+            Rejection::UnknownEnvelope("x"),
+            Rejection::MissingSignature,
+            Rejection::BadSignature,
+            Rejection::InvalidTimestamp,
+            Rejection::StaleTimestamp,
+            Rejection::WrongToken,
+            Rejection::Unsigned(Box::new(inner)),
+        ];
+        for r in all {
+            assert!(REJECTION_REASONS.contains(&r.label()), "{}", r.label());
+        }
+    }
+
+    #[test]
     fn metrics_render() {
         let m = Metrics::new();
         m.count_rejected(Ingress::Webhook, "bad_signature");
@@ -486,8 +612,77 @@ mod tests {
             "feishu_bridge_events_total{event_type=\"im.chat.member.user.added_v1\",ingress=\"long_connection\",outcome=\"dead_lettered\"} 0",
             "feishu_bridge_events_total{event_type=\"im.message.receive_v1\",ingress=\"webhook\",outcome=\"published\"} 1",
             "feishu_bridge_publish_duration_seconds_count{destination=\"raw\"} 0",
+            "feishu_bridge_requests_total{ingress=\"webhook\",outcome=\"rejected_wrong_token\"} 0",
+            "feishu_bridge_requests_total{ingress=\"long_connection\",outcome=\"rejected_body_too_large\"} 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn secret_matched_series_exist_only_for_configured_values() {
+        use crate::protocol::{Matched, Slot, Verifier};
+        use crate::secret::Secret;
+        let series = |secret: &str, slot: &str| {
+            format!("feishu_bridge_secret_matched_total{{secret=\"{secret}\",slot=\"{slot}\"}}")
+        };
+
+        let m = Metrics::new();
+        assert!(!m.render().contains("secret_matched_total"));
+        let key = Secret::new("k");
+        let rotating = Verifier::new(Some(&key), Some(Secret::new("t")), None)
+            .with_previous(Some(&Secret::new("old")), None);
+        m.register_secret_slots(rotating.configured());
+        m.register_secret_slots(rotating.configured());
+        let text = m.render();
+        assert!(
+            text.contains(&format!("{} 0", series("encrypt_key", "current"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 0", series("encrypt_key", "previous"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 0", series("verification_token", "current"))),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&series("verification_token", "previous")),
+            "{text}"
+        );
+
+        m.secret_matched.count(Matched {
+            encrypt_key: Some(Slot::Previous),
+            verification_token: Some(Slot::Current),
+        });
+        m.secret_matched.count(Matched {
+            encrypt_key: Some(Slot::Current),
+            verification_token: Some(Slot::Current),
+        });
+        m.secret_matched.count(Matched::default());
+        let text = m.render();
+        assert!(
+            text.contains(&format!("{} 1", series("encrypt_key", "current"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", series("encrypt_key", "previous"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 2", series("verification_token", "current"))),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE feishu_bridge_secret_matched_total counter")
+                .count(),
+            1
+        );
+
+        // Plaintext mode without a token: no series at all.
+        let none = Metrics::new();
+        none.register_secret_slots(Verifier::new(None, None, None).configured());
+        assert!(!none.render().contains("secret_matched_total"));
     }
 }

@@ -1,4 +1,5 @@
-//! Readiness: Kafka answers metadata for the topic, the dedup memory is
+//! Readiness: Kafka answers metadata for every topic the bridge may write
+//! (member, dead-letter and raw topics), the dedup memory is
 //! complete (the follower's warm start has read the topics back, or gave up
 //! at its budget) and, when the long connection is the only ingress, the
 //! connection to Feishu is up. (With both ingresses the webhook can take
@@ -36,7 +37,7 @@ impl Readiness {
     /// `None` when ready, else why not (served by `/readyz`).
     pub fn not_ready_because(&self) -> Option<&'static str> {
         if !self.kafka.load(Ordering::Relaxed) {
-            Some("kafka does not answer metadata for the topics events are routed to")
+            Some("kafka does not answer metadata for every topic the bridge writes (member, dead-letter, raw)")
         } else if !self.dedup.is_complete() {
             Some("the dedup memory is being read back from Kafka (warm start)")
         } else if self.require_long_connection && !self.long_connection.load(Ordering::Relaxed) {

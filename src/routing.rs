@@ -61,9 +61,10 @@ impl Routing {
         Routing { members, raw }
     }
 
-    /// Today's default: withdrawals only, nothing raw.
-    pub fn withdrawals_only() -> Self {
-        Routing::new([MemberKind::UserWithdrawn].into(), None)
+    /// The default (`BRIDGE_EVENT_TYPES` unset): every member type
+    /// normalized, nothing raw.
+    pub fn every_member_type() -> Self {
+        Routing::new(MemberKind::ALL.into(), None)
     }
 
     pub fn route(&self, event: &VerifiedEvent) -> Result<Route, NotRouted> {
@@ -164,14 +165,13 @@ mod tests {
     }
 
     #[test]
-    fn the_default_publishes_withdrawals_only() {
-        let d = Routing::withdrawals_only();
+    fn the_default_publishes_every_member_type_and_nothing_raw() {
+        let d = Routing::every_member_type();
+        for kind in MemberKind::ALL {
+            assert_eq!(d.route(&event(kind.event_type())), Ok(Route::Member(kind)));
+        }
         assert_eq!(
-            d.route(&event("im.chat.member.user.withdrawn_v1")),
-            Ok(Route::Member(MemberKind::UserWithdrawn))
-        );
-        assert_eq!(
-            d.route(&event("im.chat.member.user.added_v1")),
+            d.route(&event("im.message.receive_v1")),
             Err(NotRouted::Unlisted)
         );
         assert_eq!(d.raw_topic(), None);
@@ -195,7 +195,7 @@ mod tests {
         let contact = VerifiedEvent::for_tests(json!({"schema":"2.0","header":{"event_id":"c","event_type":"contact.user.updated_v3","tenant_key":"t"},"event":{"object":{}}})).unwrap();
         assert_eq!(all.line_key(&contact), Some("t"));
         assert_eq!(
-            Routing::withdrawals_only().line_key(&contact),
+            Routing::every_member_type().line_key(&contact),
             None,
             "not published, no line"
         );

@@ -278,11 +278,15 @@ impl Sink {
         self.producer.in_flight_count()
     }
 
-    /// The topics events are routed to: the member topic, and the raw topic
-    /// when raw routing is on. (The dead-letter topic is optional.)
+    /// Every topic the bridge may write: the member topic, the dead-letter
+    /// topic, and the raw topic when raw routing is on. A missing one must
+    /// hold readiness back: found only when the first event needs it, it
+    /// would be a 503 for that event and every retry of it.
     pub fn required_topics(&self) -> impl Iterator<Item = &str> {
         let raw = self.raw_topic.as_deref().filter(|raw| *raw != self.topic);
-        std::iter::once(self.topic.as_str()).chain(raw)
+        [self.topic.as_str(), self.dlq_topic.as_str()]
+            .into_iter()
+            .chain(raw)
     }
 
     /// Asks the cluster for the routed topics' metadata; true when every
@@ -298,7 +302,6 @@ impl Sink {
                 .required_topics()
                 .all(|t| topic_ready(client.fetch_metadata(Some(t), timeout), t));
             if ok {
-                let _ = client.fetch_metadata(Some(&self.dlq_topic), timeout);
                 self.warmed.store(true, Ordering::Relaxed);
             }
             return ok;

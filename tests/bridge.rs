@@ -517,6 +517,32 @@ async fn without_kafka_the_bridge_is_not_ready_and_answers_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_dead_letter_topic_holds_readiness_back_until_it_exists() {
+    // Found only at the first dead letter, a missing DLQ would be a 503 for
+    // that event and every retry of it: readiness asks for it up front.
+    let broker = Broker::shared();
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let topic = format!("withdrawn.nodlq.{}.{n}", std::process::id());
+    broker.create_topics(&[&topic]);
+    let bridge = Bridge::spawn(
+        &broker.bootstrap,
+        &topic,
+        &[
+            ("BRIDGE_READINESS_INTERVAL_MS", "200"),
+            // Readiness of the producer's topics alone, not the warm start.
+            ("BRIDGE_DEDUP_FOLLOW", "false"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let ready = reqwest::get(bridge.admin_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("dead-letter"));
+    broker.create_topics(&[&format!("{topic}.dlq")]);
+    bridge.wait_ready(Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_flushes_and_exits_zero() {
     let broker = Broker::shared();
     let (topic, _) = topics(broker, "term");
@@ -548,7 +574,9 @@ async fn operator_endpoints_are_served_on_the_admin_port_only() {
     for path in ["/metrics", "/readyz", "/healthz", "/", "/metrics/"] {
         assert_eq!(reqwest_status(&bridge.url(path)).await, 404, "{path}");
     }
-    assert_eq!(reqwest_status(&bridge.url("/webhook/event")).await, 405);
+    let get_callback = reqwest::get(bridge.url("/webhook/event")).await.unwrap();
+    assert_eq!(get_callback.status(), 405);
+    assert_eq!(get_callback.headers()["allow"], "POST");
 
     let get = |path: &'static str| {
         let url = bridge.admin_url(path);
@@ -614,6 +642,22 @@ fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
     assert_eq!(code, Some(2));
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("BRIDGE_ADMIN_LISTEN"), "{err}");
+
+    // A port another process holds is a bad setting too (exit 2, as
+    // docs/configuration.md says), named in one line.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let (code, err) = start_up(&[
+        ("KAFKA_BROKERS", "127.0.0.1:1"),
+        ("BRIDGE_LISTEN", &taken),
+        ("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("BRIDGE_LISTEN") && err.contains(&taken),
+        "{err}"
+    );
 }
 
 async fn reqwest_status(url: &str) -> u16 {

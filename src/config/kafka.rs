@@ -27,12 +27,10 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_BROKERS")]
     pub brokers: Option<String>,
 
-    /// Topic of the normalized member records (BRIDGE_EVENT_TYPES).
-    #[arg(
-        long,
-        env = "KAFKA_TOPIC",
-        default_value = "feishu.chat.member.withdrawn"
-    )]
+    /// Topic of the normalized member records (BRIDGE_EVENT_TYPES), the
+    /// chat-member stream. Before 0.2.0 the default was
+    /// `feishu.chat.member.withdrawn` (docs/operations.md, Upgrading).
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "feishu.chat.members")]
     pub topic: String,
 
     /// Dead-letter topic for authentic events that cannot be normalized
@@ -61,6 +59,8 @@ pub struct KafkaConfig {
     pub topic: String,
     pub dlq_topic: String,
     pub properties: Vec<(String, Secret)>,
+    /// `KAFKA_PROPERTIES_FILE` was set to a file that does not exist.
+    pub properties_file_absent: Option<PathBuf>,
 }
 
 impl KafkaArgs {
@@ -87,26 +87,39 @@ impl KafkaArgs {
             }
             properties.push(parse_property("KAFKA_PROPERTIES", item)?);
         }
-        if let Some(path) = &self.kafka_properties_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                invalid(
-                    "KAFKA_PROPERTIES_FILE",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            for line in text.lines() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
+        let mut properties_file_absent = None;
+        // A Secret volume holds a file per key the Secret has: a Secret made
+        // without `kafka.properties` (README's `kubectl create secret`) is a
+        // missing file, which means "no credentials from a file", not a crash.
+        let text = match &self.kafka_properties_file {
+            None => String::new(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    properties_file_absent = Some(path.clone());
+                    String::new()
                 }
-                properties.push(parse_property("KAFKA_PROPERTIES_FILE", line)?);
+                Err(e) => {
+                    return Err(invalid(
+                        "KAFKA_PROPERTIES_FILE",
+                        format!("cannot read {}: {e}", path.display()),
+                    ))
+                }
+            },
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
             }
+            properties.push(parse_property("KAFKA_PROPERTIES_FILE", line)?);
         }
         Ok(KafkaConfig {
             brokers,
             topic: self.topic.clone(),
             dlq_topic,
             properties,
+            properties_file_absent,
         })
     }
 }
@@ -165,6 +178,28 @@ mod tests {
         assert!(err.to_string().contains("acks"));
         let ok = validate_args(&["--kafka-property", "security.protocol=SASL_SSL"]).expect("valid");
         assert_eq!(ok.kafka_properties[0].0, "security.protocol");
+    }
+
+    #[test]
+    fn a_missing_properties_file_is_not_used_and_a_bad_one_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("fkb-kafka-props-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("kafka.properties");
+        let cfg = validate_args(&["--kafka-properties-file", missing.to_str().unwrap()])
+            .expect("a missing file is no properties");
+        assert!(cfg.kafka_properties.is_empty());
+        assert_eq!(cfg.kafka_properties_file_absent.as_deref(), Some(&*missing));
+        std::fs::write(&missing, "# creds\nsecurity.protocol=SASL_SSL\n").unwrap();
+        let cfg = validate_args(&["--kafka-properties-file", missing.to_str().unwrap()]).unwrap();
+        assert_eq!(cfg.kafka_properties[0].0, "security.protocol");
+        assert!(cfg.kafka_properties_file_absent.is_none());
+        std::fs::write(&missing, "acks=1\n").unwrap();
+        let err = validate_args(&["--kafka-properties-file", missing.to_str().unwrap()]);
+        assert_eq!(err.unwrap_err().setting, "KAFKA_PROPERTIES_FILE");
+        // A directory where the file should be is an error, not "absent".
+        let err = validate_args(&["--kafka-properties-file", dir.to_str().unwrap()]);
+        assert_eq!(err.unwrap_err().setting, "KAFKA_PROPERTIES_FILE");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -122,10 +122,17 @@ pub struct Config {
     pub event_path: String,
     pub encrypt_key: Option<Secret>,
     pub verification_token: Option<Secret>,
+    /// Still accepted during a rotation; only next to `encrypt_key`.
+    pub encrypt_key_previous: Option<Secret>,
+    /// Still accepted during a rotation; only next to `verification_token`.
+    pub verification_token_previous: Option<Secret>,
     pub brokers: String,
     pub topic: String,
     pub dlq_topic: String,
     pub kafka_properties: Vec<(String, Secret)>,
+    /// `KAFKA_PROPERTIES_FILE` named a file that does not exist (logged at
+    /// start-up; no properties come from it).
+    pub kafka_properties_file_absent: Option<std::path::PathBuf>,
     /// Which event types are published, how, and where.
     pub routing: Routing,
     pub dedup_ttl: Duration,
@@ -164,10 +171,13 @@ impl Settings {
             event_path: server.event_path.clone(),
             encrypt_key: secrets.encrypt_key,
             verification_token: secrets.verification_token,
+            encrypt_key_previous: secrets.encrypt_key_previous,
+            verification_token_previous: secrets.verification_token_previous,
             brokers: kafka.brokers,
             topic: kafka.topic,
             dlq_topic: kafka.dlq_topic,
             kafka_properties: kafka.properties,
+            kafka_properties_file_absent: kafka.properties_file_absent,
             routing,
             dedup_ttl: Duration::from_secs(self.dedup.dedup_ttl_secs),
             dedup_capacity: self.dedup.dedup_capacity,
@@ -250,8 +260,8 @@ mod tests {
     #[test]
     fn defaults_need_only_brokers() {
         let cfg = validate_args(&[]).expect("valid");
-        assert_eq!(cfg.topic, "feishu.chat.member.withdrawn");
-        assert_eq!(cfg.dlq_topic, "feishu.chat.member.withdrawn.dlq");
+        assert_eq!(cfg.topic, "feishu.chat.members");
+        assert_eq!(cfg.dlq_topic, "feishu.chat.members.dlq");
         assert_eq!(cfg.event_path, "/webhook/event");
         assert_eq!(cfg.publish_deadline, Duration::from_millis(2500));
         assert_eq!(cfg.timestamp_window, Some(Duration::from_secs(300)));
@@ -259,7 +269,7 @@ mod tests {
         assert_eq!(cfg.dedup_ttl, Duration::from_secs(8 * 3600));
         assert!(cfg.dedup_follow);
         assert_eq!(cfg.dedup_warm_start_budget, Duration::from_secs(120));
-        assert_eq!(cfg.routing, Routing::withdrawals_only());
+        assert_eq!(cfg.routing, Routing::every_member_type());
         let err = parse_args(&[]).unwrap().validate().unwrap_err();
         assert_eq!(err.setting, "KAFKA_BROKERS");
     }

@@ -10,6 +10,12 @@ use super::{invalid, ConfigError};
 use crate::record::MemberKind;
 use crate::routing::{RawRoute, RawTypes, Routing};
 
+/// Every member type: the README tells users to subscribe the app to all
+/// five, so the default publishes all five (an event answered 200 and not
+/// published is never sent again).
+const DEFAULT_EVENT_TYPES: &str = "im.chat.member.user.added_v1,im.chat.member.user.deleted_v1,\
+im.chat.member.user.withdrawn_v1,im.chat.member.bot.added_v1,im.chat.member.bot.deleted_v1";
+
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Routing")]
 pub struct RoutingArgs {
@@ -17,11 +23,12 @@ pub struct RoutingArgs {
     /// comma-separated: any of im.chat.member.user.added_v1,
     /// im.chat.member.user.deleted_v1, im.chat.member.user.withdrawn_v1,
     /// im.chat.member.bot.added_v1, im.chat.member.bot.deleted_v1.
+    /// Default: all five (before 0.2.0, withdrawals only).
     #[arg(
         long = "event-types",
         env = "BRIDGE_EVENT_TYPES",
         value_delimiter = ',',
-        default_value = "im.chat.member.user.withdrawn_v1"
+        default_value = DEFAULT_EVENT_TYPES
     )]
     pub event_types: Vec<String>,
 
@@ -198,7 +205,13 @@ mod tests {
         assert_eq!(cfg.routing.raw().unwrap().types, RawTypes::AllOthers);
         assert_eq!(cfg.routing.raw_topic(), Some("r"));
         // A member type that is not normalized may go raw; one that is may not.
-        validate_args(&["--raw-event-types", "im.chat.member.user.added_v1"]).expect("valid");
+        validate_args(&[
+            "--event-types",
+            "im.chat.member.user.withdrawn_v1",
+            "--raw-event-types",
+            "im.chat.member.user.added_v1",
+        ])
+        .expect("valid");
         for (args, setting) in [
             (
                 &["--raw-event-types", "*,im.message.receive_v1"][..],
@@ -217,7 +230,7 @@ mod tests {
                     "--raw-event-types",
                     "*",
                     "--raw-topic",
-                    "feishu.chat.member.withdrawn.dlq",
+                    "feishu.chat.members.dlq",
                 ][..],
                 "BRIDGE_RAW_TOPIC",
             ),
@@ -234,7 +247,7 @@ mod tests {
             "--raw-event-types",
             "*",
             "--raw-topic",
-            "feishu.chat.member.withdrawn",
+            "feishu.chat.members",
         ])
         .expect("valid");
         assert_eq!(cfg.routing.raw_topic(), Some(cfg.topic.as_str()));

@@ -24,7 +24,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use ws_stand_in::{Options, StandIn, APP_ID, APP_SECRET};
 
-const TOPIC: &str = "feishu.chat.member.withdrawn";
+const TOPIC: &str = "feishu.chat.members";
 const SAMPLE: &str = include_str!("../fixtures/seed_sample.json");
 
 #[tokio::main]

@@ -33,7 +33,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-const TOPIC: &str = "feishu.chat.member.withdrawn";
+const TOPIC: &str = "feishu.chat.members";
 const SAMPLE: &str = include_str!("../../fixtures/seed_sample.json");
 
 #[tokio::main]
