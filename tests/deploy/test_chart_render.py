@@ -300,9 +300,14 @@ SHAPES = {
                    "eventTypes": ["im.chat.member.user.added_v1", "im.chat.member.user.deleted_v1",
                                   "im.chat.member.user.withdrawn_v1", "im.chat.member.bot.added_v1",
                                   "im.chat.member.bot.deleted_v1"],
-                   "rawEventTypes": ["*"], "rawTopic": "feishu.other-events"},
+                   "rawEventTypes": ["*"], "rawTopic": "feishu.other-events",
+                   "bodyTimeoutMs": 5000, "headerTimeoutMs": 4000, "maxConnections": 512,
+                   "readinessIntervalMs": 1000, "pongTimeoutMs": 8000, "connectTimeoutMs": 9000},
+        "extraEnv": [{"name": "BRIDGE_LOG", "value": "feishu_kafka_bridge=debug"},
+                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "kafkaProperties": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "linger.ms": 5},
-        "secrets": {**WEBHOOK_SECRETS, "appSecret": "an-app-secret"},
+        "secrets": {**WEBHOOK_SECRETS, "appSecret": "an-app-secret",
+                    "previousEncryptKey": "the-old-encrypt-key", "previousVerificationToken": "the-old-token"},
         "service": {"type": "NodePort", "port": 18080},
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": 2, "memory": "1Gi"}},
         "preStopSleepSeconds": 3,
@@ -384,6 +389,9 @@ def check_wiring(r):
     assert data["KAFKA_TOPIC"] == v["config"]["kafkaTopic"]
     mount = next(m for m in c["volumeMounts"] if m["name"] == "secrets")
     file_env = {e["name"]: e["value"] for e in c["env"] if e["name"].endswith("_FILE")}
+    # extraEnv comes after everything the chart sets, as given.
+    extra = v.get("extraEnv") or []
+    assert c["env"][len(c["env"]) - len(extra):] == extra
     assert file_env and all(p.startswith(mount["mountPath"] + "/") for p in file_env.values())
     (vol,) = [x for x in pod["volumes"] if x["name"] == "secrets"]
     existing = v["secrets"]["existingSecret"]
@@ -399,7 +407,13 @@ def check_wiring(r):
             expected |= {"encrypt-key", "verification-token"}
         if v["config"]["ingress"] != "webhook":
             expected |= {"app-secret"}
+        if v["config"]["ingress"] != "long-connection":
+            expected |= {k for k, value in (("encrypt-key-previous", v["secrets"]["previousEncryptKey"]),
+                                             ("verification-token-previous", v["secrets"]["previousVerificationToken"])) if value}
         assert keys == expected
+        # Secrets are read at start-up: a change to the chart's Secret rolls the pods.
+        assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] == \
+            hashlib.sha256(r.text_of("secret.yaml").encode()).hexdigest()
         # Each key is mounted where the bridge is told to read it.
         assert all(f"{mount['mountPath']}/{k}" in file_env.values() for k in keys)
 
@@ -496,6 +510,10 @@ def check_wiring(r):
     if webhook and v["publicUrl"]:
         assert v["publicUrl"].rstrip("/") + v["config"]["eventPath"] in r.notes
     assert ("Long connection" in r.notes) == (v["config"]["ingress"] != "webhook")
+    # The notes tell the user to subscribe to exactly what this release publishes.
+    for event_type in v["config"]["eventTypes"]:
+        assert f"  {event_type}\n" in r.notes + "\n", event_type
+    assert v["config"]["kafkaTopic"] in r.notes
 
 
 def check_prometheus_rule(rule, v):
@@ -636,12 +654,18 @@ def comparable(obj):
     if out["kind"] == "Deployment":
         out["spec"].pop("replicas", None)
         annotations = out["spec"]["template"]["metadata"].pop("annotations", {})
-        assert set(annotations) <= {"checksum/config"}
+        assert set(annotations) <= {"checksum/config", "checksum/secret"}
     return out
 
 
-def plain_manifests():
+def kustomization_resources():
     return [d for p in sorted(K8S.glob("*.yaml")) if p.name != "kustomization.yaml" for d in load_all(p.read_text())]
+
+
+def plain_manifests():
+    """What a plain-manifest deploy holds: the kustomization's resources and
+    the Secret the user makes (examples/secret.yaml holds its every key)."""
+    return kustomization_resources() + [d for p in sorted((K8S / "examples").glob("*.yaml")) for d in load_all(p.read_text())]
 
 
 def test_chart_defaults_match_the_plain_manifests(chart):
@@ -690,7 +714,8 @@ def kustomized():
 
 def test_kustomize_build_is_valid(kustomized):
     kustomization = load_all((K8S / "kustomization.yaml").read_text())[0]
-    plain = {(o["kind"], o["metadata"]["name"]): o for o in plain_manifests()}
+    plain = {(o["kind"], o["metadata"]["name"]): o for o in kustomization_resources()}
+    assert "Secret" not in {kind for kind, _ in plain}, "apply -k would replace the user's Secret"
     assert {(o["kind"], o["metadata"]["name"]) for o in kustomized} == set(plain)
     common = {k: v for entry in kustomization.get("labels", []) for k, v in entry["pairs"].items()}
     (image,) = kustomization["images"]
@@ -735,5 +760,10 @@ def test_routing_values_reach_the_configmap(chart):
     assert cm["data"]["BRIDGE_RAW_TOPIC"] == "feishu.other-events"
     default = render(chart, SHAPES["webhook-inline-secrets"])
     (cm,) = [o for o in default.objects if o["kind"] == "ConfigMap" and "BRIDGE_EVENT_TYPES" in o.get("data", {})]
-    assert cm["data"]["BRIDGE_EVENT_TYPES"] == "im.chat.member.user.withdrawn_v1"
+    # The chart's default is the binary's own (src/config/routing.rs): every member type.
+    source = (ROOT / "src" / "config" / "routing.rs").read_text()
+    binary_default = re.search(r'const DEFAULT_EVENT_TYPES: &str = "(.*?)";', source, re.S).group(1)
+    binary_default = re.sub(r"\\\n\s*", "", binary_default)
+    assert cm["data"]["BRIDGE_EVENT_TYPES"] == binary_default
+    assert len(binary_default.split(",")) == 5
     assert cm["data"]["BRIDGE_RAW_EVENT_TYPES"] == ""

@@ -19,7 +19,12 @@ CRDS = {"ServiceMonitor"}
 
 
 def manifests():
+    """The kustomization's resources (the Secret is not one: see examples/)."""
     return sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def examples():
+    return sorted((K8S / "examples").glob("*.yaml"))
 
 
 def load(path):
@@ -43,7 +48,7 @@ def metric_names_in_code():
     return names
 
 
-@pytest.mark.parametrize("path", manifests(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", manifests() + examples(), ids=lambda p: p.name)
 def test_manifest_is_valid_kubernetes(path):
     doc = load(path)
     if doc["kind"] in CRDS:
@@ -51,9 +56,13 @@ def test_manifest_is_valid_kubernetes(path):
     kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
-def test_kustomization_lists_every_manifest():
+def test_kustomization_lists_every_manifest_but_no_secret():
+    """README says: create the Secret with kubectl, then `kubectl apply -k`.
+    A Secret in the kustomization would replace the real keys with its
+    placeholders on every apply (every callback 401)."""
     listed = set(load(K8S / "kustomization.yaml")["resources"])
     assert listed == {p.name for p in manifests()}
+    assert all(load(K8S / name)["kind"] != "Secret" for name in listed)
 
 
 def test_servicemonitor_selects_the_service():
@@ -153,6 +162,24 @@ def test_chart_template_is_in_step_with_deploy(name):
         if s not in template:
             missing.append(s)
     assert not missing, f"{name}: lines of deploy/ missing from the chart: {missing}"
+
+
+def test_every_setting_is_reachable_from_the_manifests_and_the_chart():
+    """docs/operations.md says the ConfigMap holds every setting: every
+    environment name the code reads is in the plain ConfigMap or the
+    Deployment's env, and in the chart's ConfigMap or env (with a value of
+    its own, not only through extraEnv). A secret given by value (X) is
+    reachable through its file (X_FILE), which is what the manifests use."""
+    known = env_names_in_code()
+    by_file = {n for n in known if n + "_FILE" in known}
+    cm = set(load(K8S / "configmap.yaml")["data"])
+    (c,) = load(K8S / "deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    plain = cm | {e["name"] for e in c["env"]}
+    assert known - by_file - plain == set(), "settings the plain manifests cannot set"
+    templates = "".join((CHART / "templates" / f).read_text() for f in ("configmap.yaml", "deployment.yaml"))
+    chart = set(re.findall(r"^\s*(?:- name: )?([A-Z][A-Z0-9_]+):?", templates, re.M))
+    assert known - by_file - chart == set(), "settings the chart cannot set"
+    assert "extraEnv" in load(CHART / "values.yaml")
 
 
 def test_chart_configmap_has_the_same_keys():
