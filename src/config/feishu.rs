@@ -253,7 +253,7 @@ pub(super) fn secret(
     let raw = match (value, file) {
         (Some(v), _) => v.expose().to_owned(),
         (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| invalid(file_name, format!("cannot read {}: {e}", path.display())))?
+            .map_err(|e| invalid(file_name, unreadable(path, &e)))?
             .trim_end_matches(['\r', '\n'])
             .to_owned(),
         (None, None) => return Ok(None),
@@ -267,6 +267,19 @@ pub(super) fn secret(
         ));
     }
     Ok(Some(Secret::new(raw)))
+}
+
+/// Why a required secret's file cannot be read. A missing file in a pod is
+/// almost always a Secret without that key, so the answer names the key.
+fn unreadable(path: &std::path::Path, e: &std::io::Error) -> String {
+    match (e.kind(), path.file_name()) {
+        (std::io::ErrorKind::NotFound, Some(key)) => format!(
+            "{} does not exist (in Kubernetes: the Secret has no key {:?})",
+            path.display(),
+            key.to_string_lossy()
+        ),
+        _ => format!("cannot read {}: {e}", path.display()),
+    }
 }
 
 /// The value of a secret being rotated out, given by value or in a file.
@@ -350,6 +363,15 @@ mod tests {
         let cfg = validate_args(&["--encrypt-key-file", path.to_str().unwrap()]).expect("valid");
         assert_eq!(cfg.encrypt_key.as_ref().unwrap().expose(), "s3cret-key");
         assert!(!format!("{cfg:?}").contains("s3cret"));
+        // A required key the Secret lacks: the error names the setting and the key.
+        let missing = dir.join("verification-token");
+        let err =
+            validate_args(&["--verification-token-file", missing.to_str().unwrap()]).unwrap_err();
+        assert_eq!(err.setting, "FEISHU_VERIFICATION_TOKEN_FILE");
+        assert!(
+            err.to_string().contains("no key \"verification-token\""),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).ok();
         let err = validate_args(&["--encrypt-key", ""]).unwrap_err();
         assert_eq!(err.setting, "FEISHU_ENCRYPT_KEY");
