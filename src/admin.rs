@@ -1,24 +1,30 @@
-//! The operator endpoints, `/healthz`, `/readyz` and `/metrics`, served on
-//! their own listener (`BRIDGE_ADMIN_LISTEN`). They say why the bridge is not
+//! The operator endpoints, `/healthz`, `/readyz`, `/metrics` and
+//! `POST /snapshot?chat_id=…`, served on their own listener
+//! (`BRIDGE_ADMIN_LISTEN`). They say why the bridge is not
 //! ready and count rejections by reason: fine for the cluster's probes and
 //! Prometheus, not for whoever can reach the callback URL.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
 
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::readiness::Readiness;
+use crate::record::Trigger;
+use crate::snapshot::{SnapshotError, Snapshotter};
 
 pub struct Admin {
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
     pub pipeline: Pipeline,
+    /// `None` without the app's credentials: `POST /snapshot` answers 503.
+    pub snapshotter: Option<Snapshotter>,
 }
 
 pub fn router(admin: Arc<Admin>) -> Router {
@@ -26,6 +32,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/snapshot", post(snapshot))
         .with_state(admin)
 }
 
@@ -59,4 +66,39 @@ async fn metrics(State(s): State<Arc<Admin>>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+#[derive(Deserialize)]
+struct SnapshotQuery {
+    chat_id: Option<String>,
+}
+
+/// Lists the chat's members and publishes its snapshot; answers when the
+/// last part is acknowledged (200), or why not.
+async fn snapshot(State(s): State<Arc<Admin>>, Query(q): Query<SnapshotQuery>) -> Response {
+    let error = |status: StatusCode, message: String| {
+        (status, Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    let Some(snapshotter) = &s.snapshotter else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "snapshots need the app's credentials: set FEISHU_APP_ID and FEISHU_APP_SECRET".into(),
+        );
+    };
+    let Some(chat_id) = q.chat_id.filter(|c| !c.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "chat_id is required".into());
+    };
+    match snapshotter.chat(chat_id.trim(), None, Trigger::Admin).await {
+        Ok(p) => Json(serde_json::json!({
+            "chat_id": chat_id.trim(),
+            "snapshot_id": p.snapshot_id,
+            "members": p.members,
+            "records": p.parts,
+        }))
+        .into_response(),
+        Err(e @ SnapshotError::List(crate::openapi::ApiError::Permanent { .. })) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
 }

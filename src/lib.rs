@@ -17,6 +17,7 @@ pub mod ingress;
 pub mod longconn;
 pub mod message;
 pub mod metrics;
+pub mod openapi;
 pub mod order;
 pub mod pipeline;
 pub mod protocol;
@@ -26,6 +27,7 @@ pub mod routing;
 pub mod secret;
 pub mod server;
 pub mod sink;
+pub mod snapshot;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -89,7 +91,16 @@ pub async fn run(
     {
         metrics.register_event_types(types.iter().map(String::as_str));
     }
-    let pipeline = Pipeline::new(dedup, sink.clone(), config.routing.clone());
+    let snapshotter = snapshotter(&config, &sink, &metrics)?;
+    let mut pipeline = Pipeline::new(dedup, sink.clone(), config.routing.clone());
+    match &snapshotter {
+        Some(s) if config.openapi.on_bot_added => {
+            pipeline = pipeline.with_snapshots_on_bot_added(s.clone());
+            info!("snapshots on: a chat's members are listed and published when the bot is added to it");
+        }
+        Some(_) => info!("snapshots on bot.added off (BRIDGE_SNAPSHOTS=off); POST /snapshot on the admin port still works"),
+        None => info!("snapshots off: set FEISHU_APP_ID and FEISHU_APP_SECRET (or FEISHU_APP_SECRET_FILE) to list a chat's members when the bot is added to it"),
+    }
 
     let ingress = Arc::new(Ingress {
         verifier: Verifier::new(
@@ -111,6 +122,7 @@ pub async fn run(
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         pipeline: pipeline.clone(),
+        snapshotter,
     });
 
     let stopping = Arc::new(Notify::new());
@@ -342,4 +354,24 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// The snapshotter, when the app's credentials are configured.
+pub fn snapshotter(
+    config: &Config,
+    sink: &Sink,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<snapshot::Snapshotter>> {
+    let Some(client) = config.openapi.client.clone() else {
+        return Ok(None);
+    };
+    let app_id = client.app_id.clone();
+    let api = openapi::OpenApi::new(client, openapi::OpenApiMetrics::new(metrics))
+        .map_err(|e| anyhow::anyhow!("cannot create the OpenAPI client: {e}"))?;
+    Ok(Some(snapshot::Snapshotter::new(
+        Arc::new(api),
+        sink.clone(),
+        snapshot::SnapshotMetrics::new(metrics),
+        app_id,
+    )))
 }

@@ -32,6 +32,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Snapshot(args)) => {
+            let config = match cli.settings.validate() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("feishu-kafka-bridge: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(cli.settings.log.format, &cli.settings.log.filter);
+            match runtime.block_on(feishu_kafka_bridge::snapshot::command::run(
+                config, args.chats,
+            )) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("feishu-kafka-bridge snapshot: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         None | Some(Command::Serve) => {
             let config = match cli.settings.validate() {
                 Ok(c) => c,

@@ -529,6 +529,14 @@ impl Metrics {
 
     /// Creates the `events_total` series of the types routed by name, so
     /// that dashboards see zeros before the first event of each.
+    /// Registers a collector of another module (the OpenAPI client's and
+    /// the snapshots' metrics keep their definitions next to their code).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        // Registered once per process; a second registration (a second
+        // client in tests) keeps the first, which is what is served.
+        let _ = self.registry.register(collector);
+    }
+
     pub fn register_event_types<'a>(&self, types: impl IntoIterator<Item = &'a str>) {
         for t in types {
             for ingress in Ingress::ALL {

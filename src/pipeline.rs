@@ -15,8 +15,10 @@ use crate::message;
 use crate::metrics::{outcome, Ingress, Metrics};
 use crate::order::Turn;
 use crate::protocol::VerifiedEvent;
-use crate::routing::{NotRouted, Routing};
+use crate::record::{MemberKind, Trigger};
+use crate::routing::{NotRouted, Route, Routing};
 use crate::sink::{Outgoing, PublishError, Sink};
+use crate::snapshot::Snapshotter;
 
 /// The answer owed to Feishu for one event.
 #[derive(Debug)]
@@ -55,6 +57,8 @@ pub struct Pipeline {
     dedup: Dedup,
     sink: Sink,
     routing: Arc<Routing>,
+    /// Snapshots a chat once the bot's arrival in it is published.
+    on_bot_added: Option<Snapshotter>,
 }
 
 impl Pipeline {
@@ -63,7 +67,16 @@ impl Pipeline {
             dedup,
             sink,
             routing: Arc::new(routing),
+            on_bot_added: None,
         }
+    }
+
+    /// Lists a chat's members and publishes its snapshot after its
+    /// `bot.added` record is acknowledged (in the background: Feishu's
+    /// answer does not wait for the listing).
+    pub fn with_snapshots_on_bot_added(mut self, snapshotter: Snapshotter) -> Self {
+        self.on_bot_added = Some(snapshotter);
+        self
     }
 
     pub fn routing(&self) -> &Routing {
@@ -130,10 +143,31 @@ impl Pipeline {
             }
             Claim::Owner(owner) => {
                 let (msg, answer) = build();
-                self.publish(msg, answer, Some(owner), deadline, &mut turn)
-                    .await
+                let answer = self
+                    .publish(msg, answer, Some(owner), deadline, &mut turn)
+                    .await;
+                if matches!(answer, Answer::Published)
+                    && route == Route::Member(MemberKind::BotAdded)
+                {
+                    self.snapshot_after_bot_added(&event);
+                }
+                answer
             }
         }
+    }
+
+    fn snapshot_after_bot_added(&self, event: &VerifiedEvent) {
+        let (Some(snapshotter), Some(chat_id)) = (
+            self.on_bot_added.clone(),
+            crate::record::chat_id(event.envelope()).map(str::to_owned),
+        ) else {
+            return;
+        };
+        // The record is acknowledged: the snapshot's parts come after it on
+        // the chat's partition. Its outcome is logged and counted there.
+        tokio::spawn(async move {
+            let _ = snapshotter.chat(&chat_id, None, Trigger::BotAdded).await;
+        });
     }
 
     async fn publish(

@@ -215,17 +215,7 @@ impl FeishuArgs {
                 "is required with BRIDGE_INGRESS=long-connection or both (or FEISHU_APP_SECRET_FILE)",
             )
         })?;
-        let domain = match self.domain.trim() {
-            "feishu" => FEISHU_DOMAIN.to_owned(),
-            "lark" => LARK_DOMAIN.to_owned(),
-            url if has_host(url) => url.trim_end_matches('/').to_owned(),
-            other => {
-                return Err(invalid(
-                    "FEISHU_DOMAIN",
-                    format!("must be feishu, lark or an http(s) base URL, got {other:?}"),
-                ))
-            }
-        };
+        let domain = self.base_url()?;
         positive("FEISHU_PONG_TIMEOUT_MS", self.pong_timeout_ms)?;
         positive("FEISHU_CONNECT_TIMEOUT_MS", self.connect_timeout_ms)?;
         Ok(Some(LongConnectionConfig {
@@ -235,6 +225,47 @@ impl FeishuArgs {
             pong_timeout: Duration::from_millis(self.pong_timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
         }))
+    }
+
+    /// The open platform's base URL (`FEISHU_DOMAIN`), without a trailing slash.
+    pub fn base_url(&self) -> Result<String, ConfigError> {
+        match self.domain.trim() {
+            "feishu" => Ok(FEISHU_DOMAIN.to_owned()),
+            "lark" => Ok(LARK_DOMAIN.to_owned()),
+            url if has_host(url) => Ok(url.trim_end_matches('/').to_owned()),
+            other => Err(invalid(
+                "FEISHU_DOMAIN",
+                format!("must be feishu, lark or an http(s) base URL, got {other:?}"),
+            )),
+        }
+    }
+
+    /// The app's ID and secret when both are given: `None` when either is
+    /// absent (an unset setting, an empty ID, or a secret file that does not
+    /// exist, as a Secret without the `app-secret` key gives), so that a
+    /// deploy that never set them starts as before. A secret file that
+    /// exists but cannot be read, or is empty, is an error.
+    pub fn app_credentials(&self) -> Result<Option<(String, Secret)>, ConfigError> {
+        let Some(app_id) = self
+            .app_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(None);
+        };
+        let absent_file =
+            self.app_secret.is_none() && self.app_secret_file.as_ref().is_some_and(|p| !p.exists());
+        if absent_file {
+            return Ok(None);
+        }
+        let secret = secret(
+            &self.app_secret,
+            &self.app_secret_file,
+            "FEISHU_APP_SECRET",
+            "FEISHU_APP_SECRET_FILE",
+        )?;
+        Ok(secret.map(|s| (app_id.to_owned(), s)))
     }
 
     /// `None` disables the timestamp check.

@@ -13,6 +13,7 @@
 mod dedup;
 mod feishu;
 mod kafka;
+mod openapi;
 mod routing;
 mod server;
 
@@ -25,6 +26,7 @@ pub use crate::secret::Secret;
 pub use dedup::DedupArgs;
 pub use feishu::{FeishuArgs, IngressMode, LongConnectionConfig, FEISHU_DOMAIN, LARK_DOMAIN};
 pub use kafka::KafkaArgs;
+pub use openapi::{OpenApiArgs, OpenApiSettings, SnapshotMode};
 pub use routing::RoutingArgs;
 pub use server::ServerArgs;
 
@@ -48,6 +50,18 @@ pub enum Command {
     /// run the bridge against it, push sample events and print the records
     /// a consumer read back. Keeps serving until interrupted.
     Demo(DemoArgs),
+    /// List the members of every chat the app's bot is in (or of the chats
+    /// given with --chat) through Feishu's OpenAPI, publish each chat's
+    /// snapshot on the member topic, print a summary and exit (non-zero when
+    /// any chat failed). Uses the same settings as the service.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Only this chat (repeatable); default: every chat the bot is in.
+    #[arg(long = "chat", value_name = "CHAT_ID")]
+    pub chats: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +93,8 @@ pub struct Settings {
     pub routing: RoutingArgs,
     #[command(flatten)]
     pub dedup: DedupArgs,
+    #[command(flatten)]
+    pub openapi: OpenApiArgs,
     #[command(flatten)]
     pub log: LogArgs,
 }
@@ -135,6 +151,8 @@ pub struct Config {
     pub kafka_properties_file_absent: Option<std::path::PathBuf>,
     /// Which event types are published, how, and where.
     pub routing: Routing,
+    /// Feishu's OpenAPI (membership snapshots).
+    pub openapi: OpenApiSettings,
     pub dedup_ttl: Duration,
     pub dedup_capacity: u64,
     /// Read the topics back into the dedup memory (warm start + follow).
@@ -161,6 +179,7 @@ impl Settings {
         let kafka = self.kafka.validate()?;
         let routing = self.routing.validate(&kafka)?;
         let long_connection = self.feishu.long_connection()?;
+        let openapi = self.openapi.validate(&self.feishu)?;
         self.dedup.validate()?;
 
         Ok(Config {
@@ -179,6 +198,7 @@ impl Settings {
             kafka_properties: kafka.properties,
             kafka_properties_file_absent: kafka.properties_file_absent,
             routing,
+            openapi,
             dedup_ttl: Duration::from_secs(self.dedup.dedup_ttl_secs),
             dedup_capacity: self.dedup.dedup_capacity,
             dedup_follow: self.dedup.dedup_follow,

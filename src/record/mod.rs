@@ -5,11 +5,13 @@
 //! * [`member`]: the chat-member family (users added, deleted, withdrawn;
 //!   the bot added, removed), normalized, one record type per event type;
 //! * [`raw`]: any other event, its decrypted envelope as Feishu sent it;
-//! * [`dead_letter`]: an authentic event that cannot become its record.
+//! * [`dead_letter`]: an authentic event that cannot become its record;
+//! * [`snapshot`]: a chat's whole membership, listed from the OpenAPI.
 
 pub mod dead_letter;
 pub mod member;
 pub mod raw;
+pub mod snapshot;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -17,6 +19,7 @@ use serde_json::{Map, Value};
 pub use dead_letter::{DeadLetter, DEAD_LETTER_SCHEMA};
 pub use member::{I18nNames, MemberKind, MemberRecord, User, UserIds};
 pub use raw::{RawRecord, RAW_SCHEMA};
+pub use snapshot::{Trigger, SNAPSHOT_SCHEMA};
 
 /// What every record says of its event: in its headers (and CloudEvents
 /// attributes), and, for a member record, in its value.

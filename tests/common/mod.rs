@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod in_process;
+pub mod openapi_stand_in;
 pub mod pod;
 pub mod stand_in;
 

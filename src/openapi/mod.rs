@@ -1,0 +1,428 @@
+//! A client of Feishu's OpenAPI, for what the bridge reads there: the chats
+//! its app's bot is in and their members ([`im`]), as the self-built app
+//! (tenant access token, [`token`]), paced under Feishu's frequency limits
+//! ([`limit`]), with a deadline on every call and errors typed by what the
+//! caller can do about them.
+//!
+//! Shapes follow the official SDKs (oapi-sdk-go `service/im/v1`,
+//! `service/auth`, its token manager): every answer is `{code, msg, data}`,
+//! `code` 0 meaning success.
+
+pub mod im;
+pub mod limit;
+mod metrics;
+pub mod token;
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tracing::{debug, warn};
+
+pub use metrics::OpenApiMetrics;
+
+use crate::secret::Secret;
+use limit::Limiter;
+use token::TokenCache;
+
+/// Feishu's code for "frequency limit hit" (HTTP 429, or 400 on older APIs).
+pub const RATE_LIMITED: i64 = 99991400;
+/// Codes of a tenant access token Feishu does not accept (invalid, expired,
+/// missing): the token is fetched anew once and the call retried.
+const TOKEN_REJECTED: [i64; 4] = [99991661, 99991663, 99991664, 99991668];
+/// Codes of app credentials Feishu refuses when a token is asked for.
+const CREDENTIALS_REFUSED: [i64; 3] = [10003, 10014, 99991543];
+/// How many times one call waits for a frequency limit before giving up.
+const MAX_RATE_LIMIT_WAITS: u32 = 20;
+/// Wait when Feishu says the limit was hit without saying for how long.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(1);
+/// A reset header above this is not trusted as is.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The API names of the `api` label.
+pub mod api {
+    pub const TOKEN: &str = "tenant_access_token";
+    pub const LIST_CHATS: &str = "list_chats";
+    pub const LIST_MEMBERS: &str = "list_chat_members";
+    pub const ALL: [&str; 3] = [TOKEN, LIST_CHATS, LIST_MEMBERS];
+}
+
+/// Why a call failed, by what the caller can do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The app's credentials or its token were refused: a setting or a
+    /// permission to fix, not a call to repeat.
+    #[error("{api}: Feishu refused the app's credentials (code {code}: {msg})")]
+    Auth {
+        api: &'static str,
+        code: i64,
+        msg: String,
+    },
+    /// Feishu answered with an error that repeating will not change (a
+    /// missing permission, a chat the bot is not in, a bad argument).
+    #[error("{api}: Feishu answered code {code}: {msg}")]
+    Permanent {
+        api: &'static str,
+        code: i64,
+        msg: String,
+    },
+    /// The network, a timeout, a 5xx, or a frequency limit that did not
+    /// lift: repeating later may succeed.
+    #[error("{api}: {detail}")]
+    Retriable { api: &'static str, detail: String },
+}
+
+impl ApiError {
+    /// The `outcome` label of the calls metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Auth { .. } => "auth",
+            ApiError::Permanent { .. } => "permanent",
+            ApiError::Retriable { .. } => "retriable",
+        }
+    }
+}
+
+/// Where and as whom the client calls.
+#[derive(Debug, Clone)]
+pub struct OpenApiConfig {
+    /// Base URL of the open platform, without a trailing slash.
+    pub base: String,
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// Client-wide cap on calls per second.
+    pub rate_per_sec: u32,
+    /// Deadline of one HTTP call.
+    pub timeout: Duration,
+    /// Attempts of one call that fails in a retriable way (not counting
+    /// frequency-limit waits).
+    pub attempts: u32,
+}
+
+pub struct OpenApi {
+    config: OpenApiConfig,
+    http: reqwest::Client,
+    token: TokenCache,
+    limiter: Limiter,
+    metrics: OpenApiMetrics,
+}
+
+/// `{code, msg, data}`.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    msg: String,
+    data: Option<T>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    code: i64,
+    #[serde(default)]
+    msg: String,
+    tenant_access_token: Option<String>,
+    /// Seconds.
+    expire: Option<u64>,
+}
+
+/// One attempt's result, before the retry policy.
+enum Attempt<T> {
+    Done(T),
+    RateLimited(Duration),
+    TokenRejected(i64, String),
+    Failed(ApiError),
+}
+
+impl OpenApi {
+    pub fn new(config: OpenApiConfig, metrics: OpenApiMetrics) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("feishu-kafka-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(OpenApi {
+            limiter: Limiter::new(config.rate_per_sec),
+            config,
+            http,
+            token: TokenCache::default(),
+            metrics,
+        })
+    }
+
+    pub fn metrics(&self) -> &OpenApiMetrics {
+        &self.metrics
+    }
+
+    /// `GET {base}{path}` as the app, `data` decoded as `T`; retried as
+    /// the error types say.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        api: &'static str,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ApiError> {
+        let mut failures = 0;
+        let mut waits = 0;
+        let mut token_renewed = false;
+        loop {
+            let token = self.token().await?;
+            self.limiter.acquire(api).await;
+            let started = std::time::Instant::now();
+            let attempt = self.attempt::<T>(api, path, query, &token).await;
+            self.metrics.observe(api, started.elapsed());
+            match attempt {
+                Attempt::Done(data) => {
+                    self.metrics.count(api, "ok");
+                    return Ok(data);
+                }
+                Attempt::RateLimited(wait) => {
+                    self.metrics.count(api, "rate_limited");
+                    self.metrics.rate_limit_wait(api);
+                    waits += 1;
+                    if waits > MAX_RATE_LIMIT_WAITS {
+                        return Err(ApiError::Retriable {
+                            api,
+                            detail: format!(
+                                "frequency limit still hit after {MAX_RATE_LIMIT_WAITS} waits"
+                            ),
+                        });
+                    }
+                    debug!(
+                        api,
+                        wait_ms = wait.as_millis() as u64,
+                        "OpenAPI frequency limit: waiting"
+                    );
+                    self.limiter.block(api, wait);
+                }
+                Attempt::TokenRejected(code, msg) => {
+                    self.token.forget(&token).await;
+                    if token_renewed {
+                        let e = ApiError::Auth { api, code, msg };
+                        self.metrics.count(api, e.kind());
+                        return Err(e);
+                    }
+                    self.metrics.count(api, "token_renewed");
+                    token_renewed = true;
+                }
+                Attempt::Failed(e) => {
+                    self.metrics.count(api, e.kind());
+                    failures += 1;
+                    if !matches!(e, ApiError::Retriable { .. }) || failures >= self.config.attempts
+                    {
+                        return Err(e);
+                    }
+                    let backoff = Duration::from_millis(200) * 2u32.pow(failures.min(6));
+                    warn!(api, error = %e, attempt = failures, "OpenAPI call failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        api: &'static str,
+        path: &str,
+        query: &[(&str, &str)],
+        token: &Secret,
+    ) -> Attempt<T> {
+        let sent = self
+            .http
+            .get(format!("{}{path}", self.config.base))
+            .query(query)
+            .bearer_auth(token.expose())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(transport(api, &e)),
+        };
+        let status = response.status();
+        let reset = rate_limit_reset(response.headers());
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Failed(transport(api, &e)),
+        };
+        let envelope: Option<Envelope<T>> = serde_json::from_slice(&body).ok();
+        let code = envelope.as_ref().map(|e| e.code);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || code == Some(RATE_LIMITED) {
+            return Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
+        }
+        match envelope {
+            Some(e) if TOKEN_REJECTED.contains(&e.code) => Attempt::TokenRejected(e.code, e.msg),
+            Some(Envelope {
+                code: 0,
+                data: Some(data),
+                ..
+            }) if status.is_success() => Attempt::Done(data),
+            _ if status.is_server_error() => Attempt::Failed(ApiError::Retriable {
+                api,
+                detail: format!("HTTP {status}"),
+            }),
+            Some(e) if e.code != 0 => Attempt::Failed(ApiError::Permanent {
+                api,
+                code: e.code,
+                msg: e.msg,
+            }),
+            _ => Attempt::Failed(ApiError::Retriable {
+                api,
+                detail: format!(
+                    "HTTP {status} with an answer that is not Feishu's {{code, msg, data}}"
+                ),
+            }),
+        }
+    }
+
+    /// The tenant access token, fetched when the cached one is due.
+    async fn token(&self) -> Result<Secret, ApiError> {
+        self.token.get(|| self.fetch_token()).await
+    }
+
+    async fn fetch_token(&self) -> Result<(Secret, Duration), ApiError> {
+        let api = api::TOKEN;
+        let mut failures = 0;
+        let mut waits = 0;
+        loop {
+            self.limiter.acquire(api).await;
+            let started = std::time::Instant::now();
+            let attempt = self.token_attempt().await;
+            self.metrics.observe(api, started.elapsed());
+            match attempt {
+                Attempt::Done(token) => {
+                    self.metrics.count(api, "ok");
+                    return Ok(token);
+                }
+                Attempt::RateLimited(wait) if waits < MAX_RATE_LIMIT_WAITS => {
+                    waits += 1;
+                    self.metrics.count(api, "rate_limited");
+                    self.metrics.rate_limit_wait(api);
+                    self.limiter.block(api, wait);
+                }
+                Attempt::Failed(e @ ApiError::Retriable { .. })
+                    if failures + 1 < self.config.attempts =>
+                {
+                    self.metrics.count(api, e.kind());
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(failures.min(6)))
+                        .await;
+                }
+                Attempt::Failed(e) => {
+                    self.metrics.count(api, e.kind());
+                    return Err(e);
+                }
+                Attempt::RateLimited(_) | Attempt::TokenRejected(..) => {
+                    let e = ApiError::Retriable {
+                        api,
+                        detail: "frequency limit still hit".into(),
+                    };
+                    self.metrics.count(api, e.kind());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    async fn token_attempt(&self) -> Attempt<(Secret, Duration)> {
+        let api = api::TOKEN;
+        let sent = self
+            .http
+            .post(format!(
+                "{}/open-apis/auth/v3/tenant_access_token/internal",
+                self.config.base
+            ))
+            .json(&serde_json::json!({
+                "app_id": self.config.app_id,
+                "app_secret": self.config.app_secret.expose(),
+            }))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(transport(api, &e)),
+        };
+        let status = response.status();
+        let reset = rate_limit_reset(response.headers());
+        let answer: Option<TokenAnswer> = response.json().await.ok();
+        match answer {
+            _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT))
+            }
+            Some(a) if a.code == RATE_LIMITED => {
+                Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT))
+            }
+            Some(TokenAnswer {
+                code: 0,
+                tenant_access_token: Some(token),
+                expire: Some(expire),
+                ..
+            }) if !token.is_empty() && expire > 0 => {
+                Attempt::Done((Secret::new(token), Duration::from_secs(expire)))
+            }
+            _ if status.is_server_error() => Attempt::Failed(ApiError::Retriable {
+                api,
+                detail: format!("HTTP {status}"),
+            }),
+            Some(a) if CREDENTIALS_REFUSED.contains(&a.code) => Attempt::Failed(ApiError::Auth {
+                api,
+                code: a.code,
+                msg: a.msg,
+            }),
+            Some(a) if a.code != 0 => Attempt::Failed(ApiError::Permanent {
+                api,
+                code: a.code,
+                msg: a.msg,
+            }),
+            _ => Attempt::Failed(ApiError::Retriable {
+                api,
+                detail: format!("HTTP {status} without a token"),
+            }),
+        }
+    }
+}
+
+fn transport(api: &'static str, e: &reqwest::Error) -> ApiError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "transport error"
+    };
+    // reqwest's message holds the URL, which holds no secret (the token is
+    // a header, the app secret a body).
+    ApiError::Retriable {
+        api,
+        detail: format!("{what}: {e}"),
+    }
+}
+
+/// `x-ogw-ratelimit-reset`: seconds until the limit lifts.
+fn rate_limit_reset(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: f64 = headers
+        .get("x-ogw-ratelimit-reset")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::from_secs_f64(secs).min(MAX_RATE_LIMIT_WAIT))
+}
+
+/// A page of a listing: `items`, and where the next one starts.
+#[derive(Debug, Deserialize)]
+pub struct Page<T> {
+    #[serde(default = "Vec::new")]
+    pub items: Vec<T>,
+    #[serde(default)]
+    pub page_token: Option<String>,
+    #[serde(default)]
+    pub has_more: bool,
+    /// Only some listings say it (members: `member_total`).
+    #[serde(default, rename = "member_total")]
+    pub total: Option<u64>,
+}
