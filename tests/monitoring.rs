@@ -154,7 +154,25 @@ fn matchers(exprs: &[String]) -> BTreeSet<(String, String, Option<String>)> {
 async fn prometheus_scrapes_every_metric_the_dashboard_and_alerts_use() {
     let broker = Broker::shared();
     let (topic, _) = topics(broker, "prom");
-    let bridge = Bridge::start(&broker.bootstrap, &topic, &[]);
+    // With the app's credentials, so that the snapshot and OpenAPI series
+    // the dashboard and the rules use exist too.
+    let openapi = common::openapi_stand_in::OpenApiStandIn::start();
+    openapi.add_chat("oc_p", 3);
+    let bridge = Bridge::start(
+        &broker.bootstrap,
+        &topic,
+        &[
+            ("FEISHU_APP_ID", common::openapi_stand_in::APP_ID),
+            ("FEISHU_APP_SECRET", common::openapi_stand_in::APP_SECRET),
+            ("FEISHU_DOMAIN", &openapi.url),
+        ],
+    );
+    let snapshot = reqwest::Client::new()
+        .post(bridge.admin_url("/snapshot?chat_id=oc_p"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.status(), 200);
     let feishu = Feishu::new();
     // One of each outcome the rules and panels look at.
     // Published, then its duplicate.

@@ -137,7 +137,10 @@ fn the_snapshot_command_lists_every_chat_and_the_stream_rebuilds_the_truth() {
     let m = rebuild(&read);
     assert_eq!(members_of(&m), stand_in.truth());
     assert!(m.chats.values().all(|c| c.bot == Some(true)));
-    assert!(!err.contains(APP_SECRET) && !err.contains("t-1"), "{err}");
+    assert!(
+        !err.contains(APP_SECRET) && !err.contains("tenant-token"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +192,14 @@ async fn the_bot_added_record_then_the_chats_snapshot_in_that_order() {
         ),
         1.0
     );
+    // Neither the App Secret nor the tenant token is ever logged or exported.
+    let logs = bridge.log_text();
+    for secret in [APP_SECRET, "tenant-token"] {
+        assert!(
+            !logs.contains(secret) && !metrics.contains(secret),
+            "{secret}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,4 +442,55 @@ fn snapshots_switched_on_without_credentials_stop_start_up_naming_both_settings(
             && err.contains("FEISHU_APP_SECRET"),
         "{err}"
     );
+}
+
+#[test]
+fn the_charts_snapshot_cronjob_runs_the_binary_and_publishes() {
+    // The chart's CronJob rendered by Helm's engine with the app's
+    // credentials, its container's args and environment run as the pod
+    // would run them, against tansu and the stand-in.
+    let broker = Broker::shared();
+    let (topic, dlq) = topics(broker, "snapshot-cron");
+    let stand_in = OpenApiStandIn::start();
+    stand_in.add_chat("oc_cron_a", 130);
+    stand_in.add_chat("oc_cron_b", 7);
+    stand_in.add_chat("oc_cron_skipped", 3);
+    let values = serde_json::json!({
+        "config": {"kafkaBrokers": broker.bootstrap, "kafkaTopic": topic, "kafkaDlqTopic": dlq,
+                   "appId": APP_ID, "feishuDomain": stand_in.url},
+        "secrets": {"encryptKey": ENCRYPT_KEY, "verificationToken": TOKEN, "appSecret": APP_SECRET},
+        "snapshots": {"cronJob": {"enabled": true, "chats": ["oc_cron_a", "oc_cron_b"]}},
+    });
+    let job = pod::render(&["--cronjob", &values.to_string()]);
+    let root = pod::TempDir::new("cron");
+    let env = pod::environment(&job, &root, &broker.bootstrap);
+    let args: Vec<&str> = job["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args[0], "snapshot");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"));
+    cmd.env_clear()
+        .args(&args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = child::spawn(cmd).unwrap().wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2 chats, 137 members, 2 records, 0 failed"),
+        "{stdout}"
+    );
+    let read = read_topic(&broker.bootstrap, &topic, 2, SETTLE);
+    let keys: BTreeSet<&str> = read.iter().filter_map(|r| r.key.as_deref()).collect();
+    assert_eq!(keys, BTreeSet::from(["oc_cron_a", "oc_cron_b"]));
+    assert!(read.iter().all(|r| r.value["trigger"] == "command"));
 }

@@ -133,7 +133,7 @@ async fn token(State(state): State<Shared>, Json(body): Json<Value>) -> Response
         return feishu_error(StatusCode::OK, 10014, "app secret invalid");
     }
     s.tokens_issued += 1;
-    let token = format!("t-{}", s.tokens_issued);
+    let token = format!("t-stand-in-tenant-token-{}", s.tokens_issued);
     s.tokens.insert(token.clone());
     let expire = s.token_expire_secs;
     Json(json!({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": expire}))

@@ -66,9 +66,9 @@ pub fn mount_path(pod: &Value) -> String {
         .into_owned()
 }
 
-/// Starts the bridge as `pod` says, its Secret's files under `root`, against
-/// `brokers`. Does not wait for readiness.
-pub fn spawn(pod: &Value, root: &TempDir, brokers: &str) -> Bridge {
+/// The environment of `pod`'s container, its Secret's files written under
+/// `root`, against `brokers` (see the module's doc for what differs).
+pub fn environment(pod: &Value, root: &TempDir, brokers: &str) -> Vec<(String, String)> {
     let under_root = |path: &str| -> String {
         let relative = Path::new(path).strip_prefix("/").unwrap_or(Path::new(path));
         root.0.join(relative).to_string_lossy().into_owned()
@@ -81,21 +81,22 @@ pub fn spawn(pod: &Value, root: &TempDir, brokers: &str) -> Bridge {
     }
     let mount = mount_path(pod);
 
-    let declared: Vec<i64> = pod["ports"]
+    // A Deployment's listen addresses must be its container ports; a
+    // CronJob's pod declares none and listens on nothing.
+    let declared: Option<Vec<i64>> = pod["ports"]
         .as_object()
-        .unwrap()
-        .values()
-        .filter_map(Value::as_i64)
-        .collect();
+        .map(|ports| ports.values().filter_map(Value::as_i64).collect());
     let mut env: Vec<(String, String)> = Vec::new();
     for (name, value) in pod["env"].as_object().expect("env") {
         let value = value.as_str().unwrap().to_owned();
         let value = if name.ends_with("_LISTEN") {
-            let port = value.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
-            assert!(
-                declared.contains(&port.parse().unwrap()),
-                "{name}={value} is not a container port: {pod}"
-            );
+            if let Some(declared) = &declared {
+                let port = value.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+                assert!(
+                    declared.contains(&port.parse().unwrap()),
+                    "{name}={value} is not a container port: {pod}"
+                );
+            }
             "127.0.0.1:0".to_owned()
         } else if name == "KAFKA_BROKERS" {
             brokers.to_owned()
@@ -109,6 +110,13 @@ pub fn spawn(pod: &Value, root: &TempDir, brokers: &str) -> Bridge {
         env.push((name.clone(), value));
     }
     env.push(("BRIDGE_READINESS_INTERVAL_MS".into(), "300".into()));
+    env
+}
+
+/// Starts the bridge as `pod` says, its Secret's files under `root`, against
+/// `brokers`. Does not wait for readiness.
+pub fn spawn(pod: &Value, root: &TempDir, brokers: &str) -> Bridge {
+    let env = environment(pod, root, brokers);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Bridge::spawn_with_env(&env)
 }

@@ -8,6 +8,8 @@ tests/readme_paths.rs).
 usage:
   python3 tests/deploy/render_pod.py '<chart values as JSON>'
       the chart rendered by Helm's own engine (helm-python-sdk) with these values
+  python3 tests/deploy/render_pod.py --cronjob '<chart values as JSON>'
+      the same for the snapshot CronJob's pod (with its args)
   python3 tests/deploy/render_pod.py --readme
       README.md's own deploy commands, taken from README.md (see readme.py):
       {"helm": <pod>, "kustomize": <pod>, "topics": [...], "secret": {...}}
@@ -42,16 +44,18 @@ def kustomize(path):
     return [o for o in yaml.safe_load_all(out) if o]
 
 
-def describe(objects, secrets=None):
-    """The pod of the one Deployment in `objects`. Secrets are looked up in
-    `objects`, then in `secrets` (name -> {key: value}, the ones the user
-    made by hand); a mounted Secret found in neither is an error, as the
-    pod would not start."""
+def describe(objects, secrets=None, workload="Deployment"):
+    """The pod of the one `workload` (Deployment or CronJob) in `objects`.
+    Secrets are looked up in `objects`, then in `secrets` (name -> {key:
+    value}, the ones the user made by hand); a mounted Secret found in
+    neither is an error, as the pod would not start."""
     by_kind = {}
     for o in objects:
         by_kind.setdefault(o["kind"], []).append(o)
-    (deployment,) = by_kind["Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
+    (controller,) = by_kind[workload]
+    template = controller["spec"]["jobTemplate"]["spec"]["template"] if workload == "CronJob" \
+        else controller["spec"]["template"]
+    pod = template["spec"]
     (container,) = pod["containers"]
 
     env = {}
@@ -79,13 +83,14 @@ def describe(objects, secrets=None):
         for key, value in data.items():
             files[f"{mount['mountPath']}/{key}"] = value
 
-    return {
-        "env": env,
-        "files": files,
-        "ports": {p["name"]: p["containerPort"] for p in container["ports"]},
-        "readiness": container["readinessProbe"]["httpGet"],
-        "liveness": container["livenessProbe"]["httpGet"],
-    }
+    described = {"env": env, "files": files, "args": container.get("args", [])}
+    if workload == "Deployment":
+        described.update({
+            "ports": {p["name"]: p["containerPort"] for p in container["ports"]},
+            "readiness": container["readinessProbe"]["httpGet"],
+            "liveness": container["livenessProbe"]["httpGet"],
+        })
+    return described
 
 
 def main(argv):
@@ -101,6 +106,8 @@ def main(argv):
             "secret": commands["secret"],
             "event_types": commands["event_types"],
         }))
+    elif argv[:1] == ["--cronjob"]:
+        print(json.dumps(describe(render_chart(json.loads(argv[1])), workload="CronJob")))
     else:
         print(json.dumps(describe(render_chart(json.loads(argv[0])))))
 

@@ -495,8 +495,8 @@ def check_wiring(r):
         assert container_ports <= allowed_in, "the NetworkPolicy must let every container port in"
         allowed_out = {(p["port"], p["protocol"]) for rule in np["spec"]["egress"] for p in rule["ports"]}
         expected_out = {(53, "UDP"), (53, "TCP")} | {(p, "TCP") for p in v["networkPolicy"]["kafkaPorts"]}
-        if v["config"]["ingress"] != "webhook":
-            expected_out.add((443, "TCP"))  # the long connection dials Feishu
+        if v["config"]["ingress"] != "webhook" or v["config"]["appId"]:
+            expected_out.add((443, "TCP"))  # the long connection and the OpenAPI are Feishu's HTTPS
         assert allowed_out == expected_out
 
     if v["prometheusRule"]["enabled"]:
@@ -567,6 +567,35 @@ def test_optional_object(chart, switch, on):
     kind, suffix = OPTIONAL[switch]
     assert ((kind, fullname() + suffix) in r.keys()) == on
     check_wiring(r)
+
+
+def test_snapshot_cronjob_is_off_by_default_and_runs_the_snapshot_command(chart):
+    """Off by default; on, one CronJob whose pod runs `snapshot` (with --chat
+    per listed chat) from the same ConfigMap and Secret as the Deployment,
+    as hardened, and equal to deploy/kubernetes/snapshot/cronjob.yaml with
+    the defaults. (tests/snapshots.rs runs its rendered pod.)"""
+    assert not render(chart, SHAPES["webhook-inline-secrets"]).of_kind("CronJob")
+    values = merged(SHAPES["webhook-inline-secrets"], {"snapshots": {"cronJob": {"enabled": True}}})
+    r = render(chart, values, release="feishu-kafka-bridge")
+    check = render(chart, merged(values, {"snapshots": {"cronJob": {"chats": ["oc_a", "oc_b"]}}}))
+    check_wiring(check)
+    (job,) = check.of_kind("CronJob")
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["args"] == ["snapshot", "--chat", "oc_a", "--chat", "oc_b"]
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    dep = check.one("Deployment", fullname())
+    dep_pod = dep["spec"]["template"]["spec"]
+    (dc,) = dep_pod["containers"]
+    assert c["envFrom"] == dc["envFrom"] and c["image"] == dc["image"]
+    assert pod["volumes"] == dep_pod["volumes"] and c["volumeMounts"] == dc["volumeMounts"]
+    assert c["securityContext"] == dc["securityContext"] and pod["securityContext"] == dep_pod["securityContext"]
+    file_env = {e["name"] for e in c["env"]}
+    assert {"FEISHU_APP_SECRET_FILE", "KAFKA_PROPERTIES_FILE"} <= file_env
+    (plain,) = load_all((K8S / "snapshot" / "cronjob.yaml").read_text())
+    validate(plain)
+    (rendered,) = r.of_kind("CronJob")
+    assert comparable(rendered) == comparable(plain), "the chart's CronJob differs from deploy/kubernetes/snapshot/cronjob.yaml"
 
 
 def test_required_secrets_and_app_id_are_enforced(chart):

@@ -24,7 +24,8 @@ def manifests():
 
 
 def examples():
-    return sorted((K8S / "examples").glob("*.yaml"))
+    """Applied on their own: the Secret's template and the snapshot CronJob."""
+    return sorted((K8S / "examples").glob("*.yaml")) + sorted((K8S / "snapshot").glob("*.yaml"))
 
 
 def load(path):
@@ -38,7 +39,7 @@ def env_names_in_code():
 
 def metric_names_in_code():
     """Metric names the bridge exports (with histogram series suffixes)."""
-    text = (ROOT / "src" / "metrics.rs").read_text()
+    text = "".join(p.read_text() for p in sorted((ROOT / "src").rglob("*.rs")) if p.name == "metrics.rs")
     names = set()
     for kind, name in re.findall(r'(IntCounterVec|IntGaugeVec|IntGauge|GaugeVec|Gauge|HistogramVec|Histogram|HistogramOpts|Opts)::(?:new|with_opts)\(\s*(?:Opts::new\(|HistogramOpts::new\()?\s*"([a-z_]+)"', text):
         names.add("feishu_bridge_" + name)
