@@ -494,3 +494,72 @@ fn the_charts_snapshot_cronjob_runs_the_binary_and_publishes() {
     assert_eq!(keys, BTreeSet::from(["oc_cron_a", "oc_cron_b"]));
     assert!(read.iter().all(|r| r.value["trigger"] == "command"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_openapi_leaves_readiness_and_events_alone_and_is_counted() {
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, "snapshot-down");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let bridge = Bridge::start(
+        &broker.bootstrap,
+        &topic,
+        &[
+            ("FEISHU_APP_ID", APP_ID),
+            ("FEISHU_APP_SECRET", APP_SECRET),
+            ("FEISHU_DOMAIN", &nowhere),
+            ("FEISHU_API_TIMEOUT_MS", "300"),
+        ],
+    );
+    let r = Feishu::new()
+        .push(
+            &bridge,
+            &member_event(
+                "down-bot",
+                "im.chat.member.bot.added_v1",
+                "oc_down",
+                &[],
+                now_ms(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(read_topic(&broker.bootstrap, &topic, 1, SETTLE).len(), 1);
+    // The listing is retried with backoff, then counted as failed; the
+    // bridge stays ready throughout.
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert_eq!(
+            reqwest::get(bridge.admin_url("/readyz"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let m = bridge.metrics().await;
+        let failed = metric(
+            &m,
+            "feishu_bridge_snapshots_total{outcome=\"failed\",trigger=\"bot_added\"}",
+        );
+        if failed == 1.0 {
+            assert!(
+                metric(
+                    &m,
+                    "feishu_bridge_snapshot_retries_total{trigger=\"bot_added\"}"
+                ) >= 1.0
+            );
+            assert!(
+                metric(
+                    &m,
+                    "feishu_bridge_openapi_calls_total{api=\"tenant_access_token\",outcome=\"retriable\"}"
+                ) >= 1.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "the failed snapshot was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(bridge.log_text().contains("snapshot failed"));
+}
