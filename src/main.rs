@@ -21,10 +21,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    match &cli.command {
         Some(Command::Demo(args)) => {
             init_logging(LogFormat::Text, &cli.settings.log.filter);
-            match runtime.block_on(feishu_kafka_bridge::demo::run(args)) {
+            match runtime.block_on(feishu_kafka_bridge::demo::run(args.clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("feishu-kafka-bridge demo: {e:#}");
@@ -33,16 +33,13 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Snapshot(args)) => {
-            let config = match cli.settings.validate() {
+            let config = match validated(&cli) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("feishu-kafka-bridge: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            init_logging(cli.settings.log.format, &cli.settings.log.filter);
             match runtime.block_on(feishu_kafka_bridge::snapshot::command::run(
-                config, args.chats,
+                config,
+                args.chats.clone(),
             )) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
@@ -52,14 +49,10 @@ fn main() -> ExitCode {
             }
         }
         None | Some(Command::Serve) => {
-            let config = match cli.settings.validate() {
+            let config = match validated(&cli) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("feishu-kafka-bridge: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            init_logging(cli.settings.log.format, &cli.settings.log.filter);
             // An address that cannot be bound is a bad setting (exit 2, like
             // any other, docs/configuration.md), not a runtime failure.
             let bound = runtime.block_on(feishu_kafka_bridge::server::Listeners::bind(&config));
@@ -83,6 +76,21 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The settings, validated, with logging set up as they say; a bad
+/// setting is one line and exit code 2.
+fn validated(cli: &Cli) -> Result<feishu_kafka_bridge::config::Config, ExitCode> {
+    match cli.settings.validate() {
+        Ok(config) => {
+            init_logging(cli.settings.log.format, &cli.settings.log.filter);
+            Ok(config)
+        }
+        Err(e) => {
+            eprintln!("feishu-kafka-bridge: {e}");
+            Err(ExitCode::from(2))
         }
     }
 }

@@ -64,7 +64,7 @@ pub struct SnapshotArgs {
     pub chats: Vec<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Address the demo's bridge takes callbacks on.
     #[arg(long = "demo-listen", default_value = "127.0.0.1:8080")]
@@ -311,6 +311,11 @@ mod tests {
             "BRIDGE_RAW_TOPIC",
             "BRIDGE_DEDUP_FOLLOW",
             "BRIDGE_LOG",
+            "FEISHU_ENCRYPT_KEY_PREVIOUS",
+            "FEISHU_VERIFICATION_TOKEN_PREVIOUS_FILE",
+            "BRIDGE_SNAPSHOTS",
+            "FEISHU_API_RATE_PER_SEC",
+            "FEISHU_API_TIMEOUT_MS",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
         }

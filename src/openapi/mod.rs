@@ -27,9 +27,15 @@ use token::TokenCache;
 
 /// Feishu's code for "frequency limit hit" (HTTP 429, or 400 on older APIs).
 pub const RATE_LIMITED: i64 = 99991400;
-/// Codes of a tenant access token Feishu does not accept (invalid, expired,
-/// missing): the token is fetched anew once and the call retried.
-const TOKEN_REJECTED: [i64; 4] = [99991661, 99991663, 99991664, 99991668];
+/// The chat APIs' own per-chat limit ("the request has been rate limited",
+/// HTTP 400): waited out like the other.
+const CHAT_RATE_LIMITED: i64 = 232019;
+/// Codes of an access token Feishu does not accept: oapi-sdk-go's three
+/// (tenant token invalid, app token invalid, token malformed) and a missing
+/// Authorization header. The token is fetched anew once and the call
+/// retried (the Go SDK retries with the cached token, which a revoked token
+/// does not survive).
+const TOKEN_REJECTED: [i64; 4] = [99991661, 99991663, 99991664, 99991671];
 /// Codes of app credentials Feishu refuses when a token is asked for.
 const CREDENTIALS_REFUSED: [i64; 3] = [10003, 10014, 99991543];
 /// How many times one call waits for a frequency limit before giving up.
@@ -131,9 +137,15 @@ struct TokenAnswer {
 /// One attempt's result, before the retry policy.
 enum Attempt<T> {
     Done(T),
+    /// Feishu said the API's frequency limit was hit: wait this long.
     RateLimited(Duration),
+    /// Feishu refused the token (its code and message).
     TokenRejected(i64, String),
+    /// Try again at once (the outcome label says why).
+    Again(&'static str),
     Failed(ApiError),
+    /// Ends the call as it is (counted where it happened).
+    Fatal(ApiError),
 }
 
 impl OpenApi {
@@ -155,28 +167,53 @@ impl OpenApi {
         &self.metrics
     }
 
-    /// `GET {base}{path}` as the app, `data` decoded as `T`; retried as
-    /// the error types say.
+    /// `GET {base}{path}` as the app, `data` decoded as `T`. A token Feishu
+    /// rejects is fetched anew once.
     async fn get<T: DeserializeOwned>(
         &self,
         api: &'static str,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, ApiError> {
+        let renewed = std::sync::atomic::AtomicBool::new(false);
+        self.retrying(api, || async {
+            let token = match self.token().await {
+                Ok(t) => t,
+                Err(e) => return Attempt::Fatal(e),
+            };
+            match self.attempt::<T>(api, path, query, &token).await {
+                Attempt::TokenRejected(code, msg) => {
+                    self.token.forget(&token).await;
+                    if renewed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        Attempt::Failed(ApiError::Auth { api, code, msg })
+                    } else {
+                        Attempt::Again("token_renewed")
+                    }
+                }
+                other => other,
+            }
+        })
+        .await
+    }
+
+    /// The retry policy of every call: frequency limits waited out as
+    /// Feishu says (the wait holds for the whole API), retriable failures
+    /// retried with backoff, the rest returned; every attempt counted.
+    async fn retrying<T, F, Fut>(&self, api: &'static str, mut once: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
         let mut failures = 0;
         let mut waits = 0;
-        let mut token_renewed = false;
         loop {
-            let token = self.token().await?;
-            self.limiter.acquire(api).await;
-            let started = std::time::Instant::now();
-            let attempt = self.attempt::<T>(api, path, query, &token).await;
-            self.metrics.observe(api, started.elapsed());
-            match attempt {
+            match once().await {
                 Attempt::Done(data) => {
                     self.metrics.count(api, "ok");
                     return Ok(data);
                 }
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Again(why) => self.metrics.count(api, why),
                 Attempt::RateLimited(wait) => {
                     self.metrics.count(api, "rate_limited");
                     self.metrics.rate_limit_wait(api);
@@ -196,15 +233,11 @@ impl OpenApi {
                     );
                     self.limiter.block(api, wait);
                 }
-                Attempt::TokenRejected(code, msg) => {
-                    self.token.forget(&token).await;
-                    if token_renewed {
-                        let e = ApiError::Auth { api, code, msg };
-                        self.metrics.count(api, e.kind());
-                        return Err(e);
-                    }
-                    self.metrics.count(api, "token_renewed");
-                    token_renewed = true;
+                Attempt::TokenRejected(code, msg)
+                | Attempt::Failed(ApiError::Auth { code, msg, .. }) => {
+                    let e = ApiError::Auth { api, code, msg };
+                    self.metrics.count(api, e.kind());
+                    return Err(e);
                 }
                 Attempt::Failed(e) => {
                     self.metrics.count(api, e.kind());
@@ -213,9 +246,9 @@ impl OpenApi {
                     {
                         return Err(e);
                     }
-                    let backoff = Duration::from_millis(200) * 2u32.pow(failures.min(6));
                     warn!(api, error = %e, attempt = failures, "OpenAPI call failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(failures.min(6)))
+                        .await;
                 }
             }
         }
@@ -228,6 +261,10 @@ impl OpenApi {
         query: &[(&str, &str)],
         token: &Secret,
     ) -> Attempt<T> {
+        // Paced here, right before it leaves: the token it needs was fetched
+        // (and paced) first.
+        self.limiter.acquire(api).await;
+        let started = std::time::Instant::now();
         let sent = self
             .http
             .get(format!("{}{path}", self.config.base))
@@ -235,6 +272,7 @@ impl OpenApi {
             .bearer_auth(token.expose())
             .send()
             .await;
+        self.metrics.observe(api, started.elapsed());
         let response = match sent {
             Ok(r) => r,
             Err(e) => return Attempt::Failed(transport(api, &e)),
@@ -247,7 +285,10 @@ impl OpenApi {
         };
         let envelope: Option<Envelope<T>> = serde_json::from_slice(&body).ok();
         let code = envelope.as_ref().map(|e| e.code);
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || code == Some(RATE_LIMITED) {
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || code == Some(RATE_LIMITED)
+            || code == Some(CHAT_RATE_LIMITED)
+        {
             return Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
         }
         match envelope {
@@ -281,51 +322,13 @@ impl OpenApi {
     }
 
     async fn fetch_token(&self) -> Result<(Secret, Duration), ApiError> {
-        let api = api::TOKEN;
-        let mut failures = 0;
-        let mut waits = 0;
-        loop {
-            self.limiter.acquire(api).await;
-            let started = std::time::Instant::now();
-            let attempt = self.token_attempt().await;
-            self.metrics.observe(api, started.elapsed());
-            match attempt {
-                Attempt::Done(token) => {
-                    self.metrics.count(api, "ok");
-                    return Ok(token);
-                }
-                Attempt::RateLimited(wait) if waits < MAX_RATE_LIMIT_WAITS => {
-                    waits += 1;
-                    self.metrics.count(api, "rate_limited");
-                    self.metrics.rate_limit_wait(api);
-                    self.limiter.block(api, wait);
-                }
-                Attempt::Failed(e @ ApiError::Retriable { .. })
-                    if failures + 1 < self.config.attempts =>
-                {
-                    self.metrics.count(api, e.kind());
-                    failures += 1;
-                    tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(failures.min(6)))
-                        .await;
-                }
-                Attempt::Failed(e) => {
-                    self.metrics.count(api, e.kind());
-                    return Err(e);
-                }
-                Attempt::RateLimited(_) | Attempt::TokenRejected(..) => {
-                    let e = ApiError::Retriable {
-                        api,
-                        detail: "frequency limit still hit".into(),
-                    };
-                    self.metrics.count(api, e.kind());
-                    return Err(e);
-                }
-            }
-        }
+        self.retrying(api::TOKEN, || self.token_attempt()).await
     }
 
     async fn token_attempt(&self) -> Attempt<(Secret, Duration)> {
         let api = api::TOKEN;
+        self.limiter.acquire(api).await;
+        let started = std::time::Instant::now();
         let sent = self
             .http
             .post(format!(
@@ -338,6 +341,7 @@ impl OpenApi {
             }))
             .send()
             .await;
+        self.metrics.observe(api, started.elapsed());
         let response = match sent {
             Ok(r) => r,
             Err(e) => return Attempt::Failed(transport(api, &e)),

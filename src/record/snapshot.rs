@@ -11,7 +11,6 @@
 use serde::Serialize;
 
 use super::User;
-use crate::openapi::im::{Chat, Member};
 
 pub const SNAPSHOT_SCHEMA: &str = "feishu.chat_members_snapshot.v1";
 
@@ -43,9 +42,11 @@ impl Trigger {
     }
 }
 
-/// One part, in the order its keys are serialized.
+/// One part, in the order its keys are serialized. `C` is the chat as the
+/// chat listing gave it (the OpenAPI client's type: this module does not
+/// depend on where a snapshot comes from).
 #[derive(Debug, Serialize)]
-pub struct SnapshotPart<'a> {
+pub struct SnapshotPart<'a, C: Serialize> {
     pub schema: &'static str,
     pub snapshot_id: &'a str,
     pub chat_id: &'a str,
@@ -61,32 +62,20 @@ pub struct SnapshotPart<'a> {
     pub member_total: usize,
     /// The chat's fields as the chat listing gave them, when the snapshot
     /// came from it.
-    pub chat: Option<&'a Chat>,
+    pub chat: Option<&'a C>,
     /// This part's members, in the member records' user shape.
     pub members: &'a [User],
 }
 
-/// A member of the listing in the member records' shape (`open_id` only:
-/// the listing asks for open_ids).
-pub fn user(m: &Member) -> User {
-    User {
-        name: m.name.clone(),
-        tenant_key: m.tenant_key.clone(),
-        open_id: Some(m.member_id.clone()),
-        union_id: None,
-        user_id: None,
-    }
-}
-
 /// The parts of a snapshot of `members` (at least one, even for none).
-pub fn parts<'a>(
+pub fn parts<'a, C: Serialize>(
     snapshot_id: &'a str,
     chat_id: &'a str,
-    chat: Option<&'a Chat>,
+    chat: Option<&'a C>,
     as_of_ms: i64,
     trigger: Trigger,
     members: &'a [User],
-) -> Vec<SnapshotPart<'a>> {
+) -> Vec<SnapshotPart<'a, C>> {
     let chunks: Vec<&[User]> = if members.is_empty() {
         vec![&[]]
     } else {
@@ -116,6 +105,7 @@ pub fn parts<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::openapi::im::Chat;
 
     fn users(n: usize) -> Vec<User> {
         (0..n)
@@ -159,7 +149,7 @@ mod tests {
                 "{value}"
             );
         }
-        let empty = super::parts("s-2", "oc_2", None, 0, Trigger::Admin, &[]);
+        let empty = super::parts::<Chat>("s-2", "oc_2", None, 0, Trigger::Admin, &[]);
         assert_eq!(empty.len(), 1);
         assert!(empty[0].last && empty[0].members.is_empty() && empty[0].member_total == 0);
     }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 pub use metrics::SnapshotMetrics;
 
 use crate::cloudevents;
-use crate::openapi::im::Chat;
+use crate::openapi::im::{Chat, Member};
 use crate::openapi::{ApiError, OpenApi};
 use crate::record::snapshot::{self, SnapshotPart, Trigger, SNAPSHOT_SCHEMA};
 use crate::record::User;
@@ -156,7 +156,7 @@ impl Snapshotter {
                 Err(e) => return Err(e.into()),
             }
         };
-        let users: Vec<User> = members.members.iter().map(snapshot::user).collect();
+        let users: Vec<User> = members.members.iter().map(user).collect();
         let snapshot_id = format!("{:032x}", rand::random::<u128>());
         let parts = snapshot::parts(&snapshot_id, chat_id, chat, as_of_ms, trigger, &users);
         let count = parts.len();
@@ -191,7 +191,7 @@ impl Snapshotter {
         })
     }
 
-    fn message(&self, part: &SnapshotPart<'_>) -> Outgoing {
+    fn message(&self, part: &SnapshotPart<'_, Chat>) -> Outgoing {
         let ce_id = format!("{}-{}", part.snapshot_id, part.part);
         let mut headers = vec![
             ("schema", SNAPSHOT_SCHEMA.to_owned()),
@@ -215,5 +215,17 @@ impl Snapshotter {
             payload: serde_json::to_vec(part).unwrap_or_default(),
             headers,
         }
+    }
+}
+
+/// A listed member in the member records' user shape (`open_id` only: the
+/// listing asks for open_ids).
+fn user(m: &Member) -> User {
+    User {
+        name: m.name.clone(),
+        tenant_key: m.tenant_key.clone(),
+        open_id: Some(m.member_id.clone()),
+        union_id: None,
+        user_id: None,
     }
 }
