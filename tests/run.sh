@@ -67,7 +67,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-  say "installing tansu $TANSU_VERSION into $TANSU_ROOT with cargo install: 9 to 18 minutes on 2 cores, once per machine (cargo's output follows, and a line every minute)"
+  say "installing tansu $TANSU_VERSION into $TANSU_ROOT with cargo install: 6 to 18 minutes on 2 cores, once per machine (cargo's output follows, and a line every minute)"
   mkdir -p "$TANSU_ROOT"
   # A line a minute, so that a long compilation step does not look like a hang.
   (
