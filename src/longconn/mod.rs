@@ -539,10 +539,7 @@ impl EventJob {
             }
         };
         let took = self.received.elapsed();
-        self.metrics
-            .request_duration
-            .with_label_values(&[VIA.as_str()])
-            .observe(took.as_secs_f64());
+        self.metrics.observe_request(VIA, took.as_secs_f64());
         self.metrics
             .long_connection
             .ack_duration
