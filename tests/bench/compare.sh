@@ -4,9 +4,17 @@
 # compare):
 #
 #   bash tests/bench/compare.sh [REV] [--rounds N] [--concurrency "1 16 64 256"] [--seconds S]
+#                               [--max-cpu-growth PCT] [--smoke]
+#   bash tests/bench/compare.sh --smoke     # what CI runs: against tests/bench/BASELINE,
+#                                           # 3 rounds at c=16 and 64, 2 s, fails past +25 % CPU
 #
-# Builds REV (default HEAD, i.e. the last commit against the working tree)
-# from `git archive` into its own target directory, then runs
+# --max-cpu-growth PCT: exit 1 when, at any concurrency, the bridge's
+# median CPU per event exceeds the baseline's by more than PCT percent.
+#
+# Builds REV (default HEAD, i.e. the last commit against the working tree;
+# with --smoke, the revision in tests/bench/BASELINE) from `git archive`
+# (in the same target directory: only the crate itself is compiled again),
+# then runs
 # tests/bench/run.sh --quick for both (1 user, no duplicates, the default
 # configuration: withdrawals only) in N rounds (default 4) whose order
 # alternates, each system on a fresh broker, and prints per concurrency the
@@ -16,9 +24,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-REV=HEAD ROUNDS=4 CONC="1 16 64 256" SECS=4
+REV= ROUNDS=4 CONC="1 16 64 256" SECS=4 MAX_GROWTH=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --smoke) ROUNDS=3 CONC="16 64" SECS=2 MAX_GROWTH=${MAX_GROWTH:-25}
+             REV=${REV:-$(grep -v '^#' tests/bench/BASELINE | head -n 1)} ;;
+    --max-cpu-growth) MAX_GROWTH=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --concurrency) CONC=$2; shift ;;
     --seconds) SECS=$2; shift ;;
@@ -27,6 +38,9 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+REV=${REV:-HEAD}
+git rev-parse --verify --quiet "$REV^{commit}" >/dev/null \
+  || { echo "compare: no commit $REV here (a shallow clone? git fetch --unshallow)" >&2; exit 1; }
 
 TARGET=$(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 WORK=$(mktemp -d)
@@ -35,11 +49,18 @@ commit=$(git rev-parse --short "$REV")
 echo "== building the baseline $REV ($commit)"
 mkdir -p "$WORK/base"
 git archive "$REV" | tar -x -C "$WORK/base"
-# Its own target directory, kept between runs: the dependencies are the
-# same, so only the crate itself is rebuilt for another REV.
-CARGO_TARGET_DIR=$TARGET/bench-baseline cargo build --release --locked --quiet \
+# The same target directory: the dependencies' builds are shared, so only
+# the crate itself is compiled for REV. Its binary lands where this tree's
+# does; it is copied aside, and run.sh's own build puts this tree's back.
+CARGO_TARGET_DIR=$TARGET cargo build --release --locked --quiet \
   --manifest-path "$WORK/base/Cargo.toml" --bin feishu-kafka-bridge
-export BASELINE_BIN=$TARGET/bench-baseline/release/feishu-kafka-bridge
+mkdir -p "$TARGET/bench-baseline"
+cp "$TARGET/release/feishu-kafka-bridge" "$TARGET/bench-baseline/feishu-kafka-bridge"
+export BASELINE_BIN=$TARGET/bench-baseline/feishu-kafka-bridge
+cargo build --release --locked --quiet --features bench --bins
+cmp -s "$BASELINE_BIN" "$TARGET/release/feishu-kafka-bridge" \
+  && ! git diff --quiet "$REV" -- src Cargo.toml Cargo.lock \
+  && { echo "compare: the baseline's binary is still in place of this tree's" >&2; exit 1; }
 
 # Each system on a broker of its own (run.sh starts one per call): tansu
 # gets slower as it holds more, so the second system on a shared broker
@@ -55,7 +76,7 @@ done
 
 cat "$WORK"/round*.jsonl > "$WORK/all.jsonl"
 mkdir -p tests/bench/results && cp "$WORK/all.jsonl" tests/bench/results/compare.jsonl
-python3 - "$WORK/all.jsonl" "$commit" <<'PY'
+python3 - "$WORK/all.jsonl" "$commit" "${MAX_GROWTH:-}" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
@@ -73,4 +94,18 @@ for c in sorted({c for _, c in by}):
     ra, rb = med(a, lambda x: x["throughput_rps"]), med(b, lambda x: x["throughput_rps"])
     print(f"{c:>4} | {ra:>12.0f} {med(a, lambda x: x['p50_ms']):>7.2f} {med(a, lambda x: x['p99_ms']):>7.2f} {med(a, cpu):>7.1f} | "
           f"{rb:>10.0f} {med(b, lambda x: x['p50_ms']):>7.2f} {med(b, lambda x: x['p99_ms']):>7.2f} {med(b, cpu):>7.1f} | {rb / ra:.3f}")
+limit = sys.argv[3]
+if limit:
+    worst = []
+    for c in sorted({c for _, c in by}):
+        a, b = by.get(("baseline", c), []), by.get(("bridge", c), [])
+        if a and b:
+            growth = med(b, cpu) / med(a, cpu) - 1
+            worst.append((growth, c))
+            print(f"CPU per event at c={c}: {med(a, cpu):.1f} -> {med(b, cpu):.1f} µs ({growth:+.1%}; limit +{float(limit):g} %)")
+    bad = [(g, c) for g, c in worst if g * 100 > float(limit)]
+    if not worst or bad:
+        print(f"compare: the bridge's CPU per event grew past +{float(limit):g} % against {sys.argv[2]}: {bad}", file=sys.stderr)
+        sys.exit(1)
+    print(f"compare: CPU per event within +{float(limit):g} % of {sys.argv[2]}")
 PY

@@ -198,6 +198,8 @@ print(int(max(statistics.median(v) for v in by.values())) if by else 0)" "$OUT")
   wait "$pid" 2>/dev/null || true
 done
 
+python3 tests/bench/ratios.py "$OUT"
+
 if [ "$REPORT" = 1 ]; then
   VENV=${BENCH_VENV:-/tmp/feishu-bench-venv}
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Soak: two replicas (the shared dedup memory on, as deployed) under a
+# steady load for a long time, watched every 10 s.
+#
+#   bash tests/bench/soak.sh                    # 60 minutes at half the peak
+#   bash tests/bench/soak.sh --minutes 3        # what CI runs
+#   options: --minutes M --rate R (requests/s; default half the peak, measured
+#            first on a bridge of its own) --interval S --dedup-capacity N
+#            --warmup-minutes W (default 10, or a third of a shorter run)
+#            --out DIR (default tests/bench/results)
+#
+# The load (tests/bench/soak.rs): the five member types and a raw type, 5 %
+# repeated deliveries, round-robin over the replicas, at a fixed rate with
+# latency counted from each request's scheduled time. Every interval it
+# records each replica's RSS, open descriptors, threads and remembered
+# event_ids (feishu_bridge_dedup_entries), the broker's RSS, and the
+# window's p50/p99. At the end the topics are read back.
+#
+# Fails (exit 1) on: any answer but 200 or a transport error; any event
+# answered 200 missing from the topics, or there twice; RSS, descriptors or
+# threads of a replica at the end more than 10 % away from their value at
+# the end of the warm-up; the p99 of any later block (of the warm-up's
+# length) above twice the warm-up block's.
+#
+# Writes DIR/soak.jsonl (samples, windows, summary) and DIR/soak.png.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+MINUTES=60 RATE= INTERVAL=10 DEDUP_CAPACITY=1000000 WARMUP= OUTDIR=$ROOT/tests/bench/results
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --minutes) MINUTES=$2; shift ;;
+    --rate) RATE=$2; shift ;;
+    --interval) INTERVAL=$2; shift ;;
+    --dedup-capacity) DEDUP_CAPACITY=$2; shift ;;
+    --warmup-minutes) WARMUP=$2; shift ;;
+    --out) OUTDIR=$2; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+WARMUP=${WARMUP:-$(python3 -c "print(min(10, $MINUTES / 3))")}
+
+TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
+[ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
+KEY=bench-encrypt-key TOKEN=bench-verification-token
+mkdir -p "$OUTDIR"
+OUT=$OUTDIR/soak.jsonl
+: > "$OUT"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+source tests/bench/common.sh
+
+RUN=soak-$RANDOM
+TOPIC=soak.members.$RUN RAW=soak.raw.$RUN
+for t in "$TOPIC" "$TOPIC.dlq" "$RAW"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done
+
+start_replica() { # topic raw-topic -> PID PORT ADMIN
+  PORT=$(free_port) ADMIN=$(free_port)
+  BRIDGE_LISTEN=127.0.0.1:$PORT BRIDGE_ADMIN_LISTEN=127.0.0.1:$ADMIN KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$1 \
+    BRIDGE_RAW_EVENT_TYPES=im.message.receive_v1 BRIDGE_RAW_TOPIC=$2 \
+    FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_CAPACITY=$DEDUP_CAPACITY \
+    "$BIN/feishu-kafka-bridge" >>"$WORK/bridge.log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  wait_port "$PORT"
+  wait_admin_ready "$ADMIN"
+}
+
+if [ -z "$RATE" ]; then
+  # The peak of one bridge on a topic of its own (c=64, 5 s), as run.sh measures it.
+  for t in soak.peak.$RUN soak.peak.$RUN.dlq; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done
+  start_replica soak.peak.$RUN soak.peak.$RUN
+  peak=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$PORT" --concurrency 64 --requests 400000 --seconds 5 \
+    --encrypt-key "$KEY" --token "$TOKEN" --run-id "peak-$RUN" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["throughput_rps"]))')
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+  RATE=$((peak / 2))
+  echo "== peak ${peak} events/s: soak at half, ${RATE}/s"
+fi
+
+start_replica "$TOPIC" "$RAW"; A_PID=$PID A_PORT=$PORT A_ADMIN=$ADMIN
+start_replica "$TOPIC" "$RAW"; B_PID=$PID B_PORT=$PORT B_ADMIN=$ADMIN
+echo "== soak: ${MINUTES} min at ${RATE}/s over two replicas (samples every ${INTERVAL} s, warm-up ${WARMUP} min)"
+
+SECS=$(python3 -c "print(int($MINUTES * 60))")
+BLOCK=$(python3 -c "print($WARMUP * 60)")
+"$BIN/feishu-bench-soak" --addrs "127.0.0.1:$A_PORT,127.0.0.1:$B_PORT" --rate "$RATE" --seconds "$SECS" \
+  --interval "$INTERVAL" --block-secs "$BLOCK" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$RUN" \
+  --brokers "$BROKERS" --topics "$TOPIC,$RAW,$TOPIC.dlq" >"$WORK/driver.jsonl" &
+DRIVER=$!
+PIDS+=("$DRIVER")
+
+# CPU seconds (user + system) a process has used.
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+sample() { # name pid admin-port
+  local fds threads rss entries
+  fds=$(ls "/proc/$2/fd" 2>/dev/null | wc -l)
+  threads=$(awk '/^Threads/ {print $2}' "/proc/$2/status" 2>/dev/null)
+  rss=$(rss_kib "$2" 2>/dev/null)
+  entries=$(curl -s "127.0.0.1:$3/metrics" | awk '/^feishu_bridge_dedup_entries / {print $2}')
+  echo "\"$1\":{\"rss_kib\":${rss:-0},\"fds\":${fds:-0},\"threads\":${threads:-0},\"dedup_entries\":${entries:-0},\"cpu_s\":$(cpu_secs "$2")}"
+}
+T0=$(date +%s)
+while kill -0 "$DRIVER" 2>/dev/null; do
+  sleep "$INTERVAL"
+  kill -0 "$DRIVER" 2>/dev/null || break
+  # Only while the load runs: the read-back at the end is not the soak.
+  grep -q '"summary"' "$WORK/driver.jsonl" 2>/dev/null && break
+  now=$(($(date +%s) - T0))
+  [ "$now" -le "$SECS" ] || continue
+  echo "{\"sample\":{\"t\":$now,$(sample a "$A_PID" "$A_ADMIN"),$(sample b "$B_PID" "$B_ADMIN"),\"broker_rss_kib\":$(rss_kib "$TANSU_PID"),\"broker_cpu_s\":$(cpu_secs "$TANSU_PID")}}" >>"$OUT"
+  [ $((now % 300)) -lt "$INTERVAL" ] && tail -n 1 "$WORK/driver.jsonl" | sed 's/^/  /'
+done
+wait "$DRIVER"
+cat "$WORK/driver.jsonl" >>"$OUT"
+
+VENV=${BENCH_VENV:-/tmp/feishu-bench-venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q -r tests/bench/requirements.txt
+"$VENV/bin/python" tests/bench/soak_report.py "$OUT" "$OUTDIR/soak.png" "$WARMUP"
