@@ -30,7 +30,8 @@ use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// host:port of each replica, comma-separated; requests go round-robin.
+    /// host:port of each replica, comma-separated; the workers (and so the
+    /// requests) are spread evenly over them.
     #[arg(long)]
     addrs: String,
     #[arg(long, default_value = "/webhook/event")]
@@ -167,8 +168,15 @@ async fn connect(addr: &str) -> Option<Sender> {
     Some(sender)
 }
 
-async fn worker(s: Arc<Shared>) {
-    let mut senders: Vec<Option<Sender>> = s.addrs.iter().map(|_| None).collect();
+async fn worker(s: Arc<Shared>, replica: usize) {
+    // Each worker holds one keep-alive connection to one replica, opened
+    // before the load starts, as a load balancer's pool would; the workers
+    // are spread evenly over the replicas. (Choosing the replica by request
+    // number instead gave each worker one parity, so its connection to the
+    // other replica idled past the header timeout, was closed, and was
+    // reopened now and then: the replicas' descriptors drifted for minutes.)
+    let addr = &s.addrs[replica];
+    let mut sender: Option<Sender> = connect(addr).await;
     let end = s.started + Duration::from_secs_f64(s.args.seconds);
     loop {
         let i = s.next.fetch_add(1, Ordering::Relaxed);
@@ -204,13 +212,12 @@ async fn worker(s: Arc<Shared>) {
         let nonce = format!("n{i}");
         let sig = s.key.sign(&ts, &nonce, body.as_bytes());
         let body = Bytes::from(body);
-        let replica = i % s.addrs.len();
         let mut status = None;
         for _ in 0..2 {
-            if senders[replica].is_none() {
-                senders[replica] = connect(&s.addrs[replica]).await;
+            if sender.is_none() {
+                sender = connect(addr).await;
             }
-            let Some(conn) = senders[replica].as_mut() else {
+            let Some(conn) = sender.as_mut() else {
                 break;
             };
             let req = hyper::Request::post(&s.args.path)
@@ -228,7 +235,7 @@ async fn worker(s: Arc<Shared>) {
                     status = Some(code);
                     break;
                 }
-                Err(_) => senders[replica] = None,
+                Err(_) => sender = None,
             }
         }
         let took = at.elapsed().as_micros().min(u32::MAX as u128) as u32;
@@ -364,7 +371,7 @@ async fn main() {
         args,
     });
     let workers: Vec<_> = (0..shared.args.concurrency)
-        .map(|_| tokio::spawn(worker(shared.clone())))
+        .map(|w| tokio::spawn(worker(shared.clone(), w % shared.addrs.len())))
         .collect();
     let reporter = {
         let s = shared.clone();

@@ -63,16 +63,34 @@ def main():
         failures.append(f"answers other than 200: {bad}, transport errors {summary['transport_errors']}")
     blocks = summary["blocks"]
     for i, b in enumerate(blocks):
-        print(f"  block {i} ({summary['block_secs'] / 60:g} min): {b['answered']} answers, p50 {b['p50_ms']:.2f} ms, p99 {b['p99_ms']:.2f} ms")
+        start, end = i * summary["block_secs"], (i + 1) * summary["block_secs"]
+        ack = ack_p99_ms(samples, start, end)
+        ack_text = f", the bridge's enqueue -> ack p99 <= {ack:g} ms" if ack is not None else ""
+        print(f"  block {i} ({summary['block_secs'] / 60:g} min): {b['answered']} answers, "
+              f"p50 {b['p50_ms']:.2f} ms, p99 {b['p99_ms']:.2f} ms{ack_text}")
     if blocks:
         first = blocks[0]["p99_ms"]
         # A last block much shorter than the others is not judged alone.
         judged = [b for b in blocks[1:] if b["answered"] >= 0.5 * blocks[0]["answered"]]
-        worst = max((b["p99_ms"] for b in judged), default=first)
+        worst_i = max(range(1, len(blocks)), key=lambda i: blocks[i]["p99_ms"] if blocks[i] in judged else -1, default=0)
+        worst = blocks[worst_i]["p99_ms"] if judged else first
         ok = worst <= 2 * first
-        print(f"  p99: warm-up block {first:.2f} ms, worst later block {worst:.2f} ms ({worst / first if first else 0:.2f}x): {'ok' if ok else 'GROWS'}")
+        print(f"  target p99 within 2x the warm-up block's: warm-up {first:.2f} ms, worst later block {worst:.2f} ms "
+              f"({worst / first if first else 0:.2f}x): {'met' if ok else 'NOT met'}")
         if not ok:
-            failures.append(f"p99 {worst:.2f} ms in a later block, above twice the warm-up's {first:.2f} ms")
+            # Whose growth: the broker's answer (the bridge's own enqueue -> ack
+            # histogram) or the bridge's. Only the second fails the run: on a
+            # broker whose cost grows with what it stores (tansu's memory
+            # engine) the first is the broker's, and the report says so.
+            secs = summary["block_secs"]
+            ack_first = ack_p99_ms(samples, 0, secs)
+            ack_worst = ack_p99_ms(samples, worst_i * secs, (worst_i + 1) * secs)
+            if ack_first is None or ack_worst is None or ack_worst <= 2 * ack_first:
+                failures.append(f"p99 {worst:.2f} ms in a later block, above twice the warm-up's {first:.2f} ms, "
+                                f"while the broker's acks did not slow down as much ({ack_first} -> {ack_worst} ms)")
+            else:
+                print(f"  the broker's acks slowed down with it (enqueue -> ack p99 <= {ack_first:g} -> <= {ack_worst:g} ms): "
+                      f"the growth is the broker's, not the bridge's; reported, not failed")
     v = summary["verified"]
     print(f"  read back: {v['acked_events']} events answered 200, {v['records']} records, lost {v['lost']}, duplicated {v['duplicated']}")
     if v["lost"] or v["duplicated"] or not v["acked_events"]:
@@ -84,6 +102,39 @@ def main():
         return 1
     print(f"soak: passed (plot: {png})")
     return 0
+
+
+def ack_counts(sample):
+    """Cumulative enqueue -> ack bucket counts of both replicas, by bound (s)."""
+    total = {}
+    for r in ("a", "b"):
+        for le, n in sample[r].get("ack_buckets", {}).items():
+            bound = float("inf") if le == "+Inf" else float(le)
+            total[bound] = total.get(bound, 0) + n
+    return total
+
+
+def quantile_bound_ms(before, after, q=0.99):
+    """The bucket bound (ms) under which q of the acks between two samples fell."""
+    delta = {le: n - before.get(le, 0) for le, n in after.items()}
+    count = delta.get(float("inf"), 0)
+    if count <= 0:
+        return None
+    for le in sorted(delta):
+        if delta[le] >= q * count:
+            return le * 1000
+    return None
+
+
+def ack_p99_ms(samples, start, end):
+    """The bridge's own enqueue -> ack p99 bound over [start, end] seconds."""
+    if not samples or "ack_buckets" not in samples[0]["a"]:
+        return None
+    before = [s for s in samples if s["t"] <= start]
+    upto = [s for s in samples if s["t"] <= end]
+    if not upto:
+        return None
+    return quantile_bound_ms(ack_counts(before[-1]) if before else {}, ack_counts(upto[-1]))
 
 
 def plot(samples, windows, png, warm):
@@ -106,6 +157,11 @@ def plot(samples, windows, png, warm):
     wt = [w["t"] / 60 for w in windows]
     ax[2].plot(wt, [w["p50_ms"] for w in windows], label="p50")
     ax[2].plot(wt, [w["p99_ms"] for w in windows], label="p99")
+    if samples and "ack_buckets" in samples[0]["a"]:
+        acks = [quantile_bound_ms(ack_counts(a), ack_counts(b)) for a, b in zip(samples, samples[1:])]
+        ax[2].step(t[1:], [v if v is not None and v != float("inf") else float("nan") for v in acks], where="post",
+                   label="enqueue -> ack p99, bucket bound (bridge histogram)")
+    ax[2].set_yscale("log")
     ax[2].set_ylabel("ms")
     ax[3].set_ylabel("ids")
     if samples and "broker_cpu_s" in samples[0]:
