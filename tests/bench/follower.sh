@@ -31,7 +31,6 @@ done
 
 TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
 [ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
-KEY=bench-encrypt-key TOKEN=bench-verification-token
 mkdir -p tests/bench/results
 OUT=$ROOT/tests/bench/results/follower.jsonl
 : > "$OUT"
@@ -47,13 +46,11 @@ wait_ready() { wait_admin_ready "${ADMIN[$1]}"; }
 metrics() { curl -s "127.0.0.1:${ADMIN[$1]}/metrics"; }
 # CPU seconds (user + system) a process has used so far.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
-create_topics() { for t in "$1" "$1.dlq"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done; }
 
 start_bridge() { # port topic follow -> pid (ADMIN[port] set by the caller)
-  MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$1 BRIDGE_ADMIN_LISTEN=127.0.0.1:${ADMIN[$1]} KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$2 \
-    FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_FOLLOW=$3 \
-    "$BIN/feishu-kafka-bridge" >"$WORK/bridge-$1.log" 2>&1 &
-  echo $!
+  spawn_bridge "$BIN/feishu-kafka-bridge" "$WORK/bridge-$1.log" "$1" "${ADMIN[$1]}" "$2" \
+    MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_DEDUP_FOLLOW="$3"
+  echo "$BRIDGE_PID"
 }
 
 load() { # port topic concurrency requests [rate] -> loadgen's JSON line
@@ -70,7 +67,7 @@ declare -A PEAK
 for follow in false true; do
   for c in $CONC; do
     topic=bench.follower.$follow.$c
-    create_topics "$topic"
+    create_topics "$topic" "$topic.dlq"
     port=$(free_port); ADMIN[$port]=$(free_port)
     pid=$(start_bridge "$port" "$topic" "$follow")
     PIDS+=("$pid")
@@ -127,7 +124,7 @@ def q(p):
 print(f"{q(0.5)*1000:.1f} {q(0.99)*1000:.1f} {int(total)}")
 '
 topic=bench.window
-create_topics "$topic"
+create_topics "$topic" "$topic.dlq"
 pa=$(free_port) pb=$(free_port); ADMIN[$pa]=$(free_port); ADMIN[$pb]=$(free_port)
 pida=$(start_bridge "$pa" "$topic" true); PIDS+=("$pida")
 pidb=$(start_bridge "$pb" "$topic" true); PIDS+=("$pidb")
@@ -151,7 +148,7 @@ kill "$pida" "$pidb"; wait "$pida" "$pidb" 2>/dev/null || true
 # -- 3. warm start of WARM records -----------------------------------------
 if [ "$WARM" -gt 0 ]; then
   topic=bench.warm
-  create_topics "$topic"
+  create_topics "$topic" "$topic.dlq"
   port=$(free_port); ADMIN[$port]=$(free_port)
   pid=$(start_bridge "$port" "$topic" false); PIDS+=("$pid")
   wait_port "$port"; wait_ready "$port"

@@ -17,11 +17,14 @@ use clap::Parser;
 use feishu_kafka_bridge::protocol::EncryptKey;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
+
+#[path = "shared.rs"]
+mod shared;
+use shared::{connect, consumer, percentile, EventArgs};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -41,13 +44,8 @@ struct Args {
     /// Share of requests that repeat an earlier event_id (0.0 to 1.0).
     #[arg(long, default_value_t = 0.0)]
     dup_rate: f64,
-    #[arg(long, default_value = "bench-encrypt-key")]
-    encrypt_key: String,
-    #[arg(long, default_value = "bench-verification-token")]
-    token: String,
-    /// Prefix of the event_ids, unique per run.
-    #[arg(long)]
-    run_id: String,
+    #[command(flatten)]
+    event: EventArgs,
     /// Kafka bootstrap and topic to verify against; no verification when absent.
     #[arg(long)]
     brokers: Option<String>,
@@ -135,7 +133,7 @@ fn prepare(args: &Args, n: usize, tag: &str) -> Vec<Prepared> {
 }
 
 fn prepare_range(args: &Args, range: std::ops::Range<usize>, tag: &str) -> Vec<Prepared> {
-    let key = EncryptKey::new(&args.encrypt_key);
+    let key = EncryptKey::new(&args.event.encrypt_key);
     let ts = (std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -149,9 +147,9 @@ fn prepare_range(args: &Args, range: std::ops::Range<usize>, tag: &str) -> Vec<P
         let event_id = if dup {
             out[rand::random_range(0..out.len())].event_id.clone()
         } else {
-            format!("{}-{tag}-{i}", args.run_id)
+            format!("{}-{tag}-{i}", args.event.run_id)
         };
-        let env = envelope(&event_id, i % 1024, args.users, &args.token);
+        let env = envelope(&event_id, i % 1024, args.users, &args.event.token);
         let body =
             json!({"encrypt": key.encrypt(env.to_string().as_bytes(), rand::random())}).to_string();
         let nonce = format!("n{i}");
@@ -173,16 +171,6 @@ struct WorkerResult {
     statuses: HashMap<u16, usize>,
     acked: Vec<String>,
     errors: usize,
-}
-
-async fn connect(addr: &str) -> Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    Some(sender)
 }
 
 async fn worker(
@@ -278,28 +266,10 @@ async fn run(args: Arc<Args>, work: Vec<Prepared>) -> (WorkerResult, Duration) {
     (all, started.elapsed())
 }
 
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
-
-fn consumer(brokers: &str, run_id: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("bench-{run_id}"))
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .create()
-        .expect("consumer")
-}
-
 /// The end offset of each partition before the run: the read-back starts
 /// there, so it costs the same however many runs the topic already holds.
 fn end_offsets(brokers: &str, topic: &str, partitions: i32, run_id: &str) -> Vec<i64> {
-    let c = consumer(brokers, run_id);
+    let c = consumer(brokers, &format!("bench-{run_id}"));
     (0..partitions)
         .map(|p| {
             c.fetch_watermarks(topic, p, Duration::from_secs(10))
@@ -317,7 +287,7 @@ fn read_back(
     run_id: &str,
     expect: usize,
 ) -> HashMap<String, usize> {
-    let consumer = consumer(brokers, run_id);
+    let consumer = consumer(brokers, &format!("bench-{run_id}"));
     let mut tpl = TopicPartitionList::new();
     for (p, &offset) in from.iter().enumerate() {
         tpl.add_partition_offset(topic, p as i32, Offset::Offset(offset))
@@ -379,7 +349,7 @@ async fn main() {
     }
     let work = prepare(&args, args.requests, "m");
     let from = match (&args.brokers, &args.topic) {
-        (Some(b), Some(t)) => end_offsets(b, t, args.partitions, &args.run_id),
+        (Some(b), Some(t)) => end_offsets(b, t, args.partitions, &args.event.run_id),
         _ => Vec::new(),
     };
     let unique: std::collections::HashSet<&str> =
@@ -426,7 +396,7 @@ async fn main() {
             brokers,
             topic,
             &from,
-            &format!("{}-m", args.run_id),
+            &format!("{}-m", args.event.run_id),
             acked.len(),
         );
         let lost = acked

@@ -42,7 +42,6 @@ command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf
 
 TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
 [ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
-KEY=bench-encrypt-key TOKEN=bench-verification-token
 mkdir -p tests/bench/results
 OUT=$ROOT/tests/bench/results/profile.json
 WORK=$(mktemp -d)
@@ -56,12 +55,10 @@ POINT=0
 start_bridge() { # [wrapper...] -> PID, PORT, ADMIN_PORT, TOPIC
   POINT=$((POINT + 1))
   TOPIC=profile.$POINT.$RANDOM
-  for t in "$TOPIC" "$TOPIC.dlq"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done
+  create_topics "$TOPIC" "$TOPIC.dlq"
   PORT=$(free_port) ADMIN_PORT=$(free_port)
-  BRIDGE_LISTEN=127.0.0.1:$PORT BRIDGE_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$TOPIC \
-    FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn \
-    "$@" "$BIN/feishu-kafka-bridge" >"$WORK/bridge.$POINT.log" 2>&1 &
-  PID=$!
+  spawn_bridge "$BIN/feishu-kafka-bridge" "$WORK/bridge.$POINT.log" "$PORT" "$ADMIN_PORT" "$TOPIC" -- "$@"
+  PID=$BRIDGE_PID
   PIDS+=("$PID")
   wait_port "$PORT"
   wait_admin_ready "$ADMIN_PORT"

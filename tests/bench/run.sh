@@ -53,7 +53,6 @@ done
 
 TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
 [ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
-KEY=bench-encrypt-key TOKEN=bench-verification-token
 RESULTS=$ROOT/tests/bench/results
 mkdir -p "$RESULTS"
 OUT=${OUT_ARG:-$RESULTS/results.jsonl}
@@ -74,10 +73,11 @@ start_system() { # name port topic -> pid of the server (the bridge's admin port
     bridge|baseline)
       exe=$BIN/feishu-kafka-bridge
       [ "$name" = bridge ] || exe=${BASELINE_BIN:?baseline needs BASELINE_BIN}
-      # The allocator settings of deploy/Dockerfile.
-      MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 BRIDGE_LISTEN=127.0.0.1:$port BRIDGE_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY \
-        FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_CAPACITY=${DEDUP_CAPACITY:-1000000} \
-        "$exe" >"$WORK/$name.log" 2>&1 & ;;
+      # The allocator settings of deploy/Dockerfile (the baseline may predate
+      # their being applied in code).
+      spawn_bridge "$exe" "$WORK/$name.log" "$port" "$ADMIN_PORT" "$topic" MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0 \
+        BRIDGE_DEDUP_CAPACITY="${DEDUP_CAPACITY:-1000000}"
+      echo "$BRIDGE_PID"; return ;;
     bare)
       BRIDGE_LISTEN=127.0.0.1:$port "$BIN/feishu-bench-bare" >"$WORK/$name.log" 2>&1 & ;;
     python)
@@ -98,7 +98,7 @@ fresh_system() { # name
   POINT=$((POINT + 1))
   TOPIC=bench.$1.$POINT
   if [ "$1" != bare ]; then
-    for t in "$TOPIC" "$TOPIC.dlq"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done
+    create_topics "$TOPIC" "$TOPIC.dlq"
   fi
   PORT=$(free_port) ADMIN_PORT=$(free_port)
   PID=$(start_system "$1" "$PORT" "$TOPIC")

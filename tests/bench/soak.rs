@@ -22,11 +22,14 @@ use clap::Parser;
 use feishu_kafka_bridge::protocol::EncryptKey;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
+
+#[path = "shared.rs"]
+mod shared;
+use shared::{connect, consumer, percentile, EventArgs, Sender};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -63,12 +66,8 @@ struct Args {
     /// Share of new events of the raw type (`im.message.receive_v1`).
     #[arg(long, default_value_t = 0.2)]
     raw_share: f64,
-    #[arg(long, default_value = "bench-encrypt-key")]
-    encrypt_key: String,
-    #[arg(long, default_value = "bench-verification-token")]
-    token: String,
-    #[arg(long)]
-    run_id: String,
+    #[command(flatten)]
+    event: EventArgs,
     #[arg(long)]
     brokers: String,
     /// Topics to read back (member, raw, dead letters), comma-separated.
@@ -156,18 +155,6 @@ fn pick_type(raw_share: f64) -> &'static str {
     MEMBER_TYPES[0].0
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: &str) -> Option<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    Some(sender)
-}
-
 async fn worker(s: Arc<Shared>, replica: usize) {
     // Each worker holds one keep-alive connection to one replica, opened
     // before the load starts, as a load balancer's pool would; the workers
@@ -201,8 +188,9 @@ async fn worker(s: Arc<Shared>, replica: usize) {
             event_type: pick_type(s.args.raw_share),
             chat: i % 1024,
         });
-        let event_id = format!("{}-{}", s.args.run_id, sent.index);
-        let plain = envelope(&event_id, sent.event_type, sent.chat, &s.args.token).to_string();
+        let event_id = format!("{}-{}", s.args.event.run_id, sent.index);
+        let plain =
+            envelope(&event_id, sent.event_type, sent.chat, &s.args.event.token).to_string();
         let body = json!({"encrypt": s.key.encrypt(plain.as_bytes(), rand::random())}).to_string();
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -270,13 +258,6 @@ async fn worker(s: Arc<Shared>, replica: usize) {
     }
 }
 
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize] as f64 / 1000.0
-}
-
 fn statuses_json(statuses: &HashMap<u16, usize>) -> Value {
     statuses
         .iter()
@@ -291,20 +272,10 @@ fn print_line(v: Value) {
     let _ = out.flush();
 }
 
-fn consumer(brokers: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("fetch.max.bytes", "52428800")
-        .create()
-        .expect("consumer")
-}
-
 /// Counts the records of this run in `topics`, by event index (from the
 /// `event_id` header every record carries).
 fn read_back(args: &Args, expect: usize) -> HashMap<usize, usize> {
-    let consumer = consumer(&args.brokers, &format!("soak-{}", args.run_id));
+    let consumer = consumer(&args.brokers, &format!("soak-{}", args.event.run_id));
     let mut tpl = TopicPartitionList::new();
     for topic in args.topics.split(',') {
         for p in 0..args.partitions {
@@ -313,7 +284,7 @@ fn read_back(args: &Args, expect: usize) -> HashMap<usize, usize> {
         }
     }
     consumer.assign(&tpl).expect("assign");
-    let prefix = format!("{}-", args.run_id);
+    let prefix = format!("{}-", args.event.run_id);
     let mut counts: HashMap<usize, usize> = HashMap::new();
     // tansu may hand a batch's last records out twice to a consumer that
     // starts inside it: a record is its (topic, partition, offset).
@@ -359,7 +330,7 @@ async fn main() {
     let args = Args::parse();
     let addrs: Vec<String> = args.addrs.split(',').map(str::to_owned).collect();
     let shared = Arc::new(Shared {
-        key: EncryptKey::new(&args.encrypt_key),
+        key: EncryptKey::new(&args.event.encrypt_key),
         addrs,
         next: AtomicUsize::new(0),
         started: Instant::now(),
