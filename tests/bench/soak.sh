@@ -6,7 +6,9 @@
 #   bash tests/bench/soak.sh --minutes 3        # what CI runs
 #   options: --minutes M --rate R (requests/s; default half the peak, measured
 #            first on a bridge of its own) --interval S --dedup-capacity N
-#            --warmup-minutes W (default 10, or a third of a shorter run)
+#            (default: what the rate brings in half the warm-up, at least a
+#            minute's worth, at most 1,000,000, so that the memory is full,
+#            and flat, by the warm-up's end) --warmup-minutes W (default 10, or a third of a shorter run)
 #            --out DIR (default tests/bench/results)
 #
 # The load (tests/bench/soak.rs): the five member types and a raw type, 5 %
@@ -35,7 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
-MINUTES=60 RATE= INTERVAL=10 DEDUP_CAPACITY=1000000 WARMUP= OUTDIR=$ROOT/tests/bench/results
+MINUTES=60 RATE= INTERVAL=10 DEDUP_CAPACITY= WARMUP= OUTDIR=$ROOT/tests/bench/results
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES=$2; shift ;;
@@ -52,7 +54,6 @@ WARMUP=${WARMUP:-$(python3 -c "print(min(10, $MINUTES / 3))")}
 
 TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
 [ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
-KEY=bench-encrypt-key TOKEN=bench-verification-token
 mkdir -p "$OUTDIR"
 OUT=$OUTDIR/soak.jsonl
 : > "$OUT"
@@ -65,15 +66,13 @@ source tests/bench/common.sh
 
 RUN=soak-$RANDOM
 TOPIC=soak.members.$RUN RAW=soak.raw.$RUN
-for t in "$TOPIC" "$TOPIC.dlq" "$RAW"; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done
+create_topics "$TOPIC" "$TOPIC.dlq" "$RAW"
 
 start_replica() { # topic raw-topic -> PID PORT ADMIN
   PORT=$(free_port) ADMIN=$(free_port)
-  BRIDGE_LISTEN=127.0.0.1:$PORT BRIDGE_ADMIN_LISTEN=127.0.0.1:$ADMIN KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$1 \
-    BRIDGE_RAW_EVENT_TYPES=im.message.receive_v1 BRIDGE_RAW_TOPIC=$2 \
-    FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN BRIDGE_LOG=warn BRIDGE_DEDUP_CAPACITY=$DEDUP_CAPACITY \
-    "$BIN/feishu-kafka-bridge" >>"$WORK/bridge.log" 2>&1 &
-  PID=$!
+  spawn_bridge "$BIN/feishu-kafka-bridge" "$WORK/bridge.log" "$PORT" "$ADMIN" "$1" \
+    BRIDGE_RAW_EVENT_TYPES=im.message.receive_v1 BRIDGE_RAW_TOPIC="$2" BRIDGE_DEDUP_CAPACITY="${DEDUP_CAPACITY:-1000000}"
+  PID=$BRIDGE_PID
   PIDS+=("$PID")
   wait_port "$PORT"
   wait_admin_ready "$ADMIN"
@@ -81,7 +80,7 @@ start_replica() { # topic raw-topic -> PID PORT ADMIN
 
 if [ -z "$RATE" ]; then
   # The peak of one bridge on a topic of its own (c=64, 5 s), as run.sh measures it.
-  for t in soak.peak.$RUN soak.peak.$RUN.dlq; do "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null; done
+  create_topics "soak.peak.$RUN" "soak.peak.$RUN.dlq"
   start_replica soak.peak.$RUN soak.peak.$RUN
   peak=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$PORT" --concurrency 64 --requests 400000 --seconds 5 \
     --encrypt-key "$KEY" --token "$TOKEN" --run-id "peak-$RUN" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["throughput_rps"]))')
@@ -90,9 +89,12 @@ if [ -z "$RATE" ]; then
   echo "== peak ${peak} events/s: soak at half, ${RATE}/s"
 fi
 
+# Default: full by the middle of the warm-up, but never less than a minute
+# of ids (a repeat goes back at most about 30 s).
+DEDUP_CAPACITY=${DEDUP_CAPACITY:-$(python3 -c "print(int(min(1_000_000, max($RATE * 60, $RATE * $WARMUP * 60 / 2))))")}
 start_replica "$TOPIC" "$RAW"; A_PID=$PID A_PORT=$PORT A_ADMIN=$ADMIN
 start_replica "$TOPIC" "$RAW"; B_PID=$PID B_PORT=$PORT B_ADMIN=$ADMIN
-echo "== soak: ${MINUTES} min at ${RATE}/s over two replicas (samples every ${INTERVAL} s, warm-up ${WARMUP} min)"
+echo "== soak: ${MINUTES} min at ${RATE}/s over two replicas (samples every ${INTERVAL} s, warm-up ${WARMUP} min, dedup capacity ${DEDUP_CAPACITY})"
 
 SECS=$(python3 -c "print(int($MINUTES * 60))")
 BLOCK=$(python3 -c "print($WARMUP * 60)")
