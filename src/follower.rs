@@ -90,8 +90,11 @@ pub fn client_config(config: &Config) -> ClientConfig {
         .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES)
         .set("queued.min.messages", "1000")
         .set("fetch.max.bytes", FETCH_MAX_BYTES)
-        // The window in which another replica does not know an id yet is
-        // bounded by how long an idle fetch waits at the broker.
+        // How long a fetch may wait at the broker for a record. Apache
+        // Kafka answers as soon as one arrives, so this bounds only idle
+        // fetches; tansu 0.6 always waits it out, so there it is most of
+        // the window in which another replica does not know an id yet,
+        // and it caps the follower at one fetch.max.bytes per wait.
         .set("fetch.wait.max.ms", "50");
     cc
 }
