@@ -1,4 +1,4 @@
-//! The dedup memory shared through Kafka (`src/follower.rs`), with the real
+//! The dedup memory shared through Kafka (`src/follower/`), with the real
 //! binary as several replicas on one real broker (tansu): re-deliveries that
 //! land on another replica, restarts, the TTL and capacity bounds of the
 //! warm start, and the switch that turns it all off.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the dedup memory shared through Kafka (src/follower.rs), on the
+# Benchmark of the dedup memory shared through Kafka (src/follower/), on the
 # same tansu broker and load generator as tests/bench/run.sh:
 #   1. peak throughput with the follower off and on (c=64 and c=256, medians);
 #   2. the window in which another replica does not know an id yet: replica

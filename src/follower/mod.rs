@@ -28,6 +28,9 @@
 //! work (a header lookup and a hash per record) must not compete with the
 //! request path's Tokio workers for scheduling.
 
+mod learner;
+mod plan;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,7 +39,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -44,8 +46,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::dedup::Dedup;
-use crate::metrics::{learned, Metrics};
+use crate::metrics::Metrics;
 use crate::sink::Destination;
+use learner::{Learner, Progress, Watched};
 
 /// The group id the follower's consumer carries. librdkafka needs one to
 /// assign partitions; the follower never joins the group and never commits,
@@ -99,46 +102,11 @@ pub fn client_config(config: &Config) -> ClientConfig {
     cc
 }
 
-/// A topic the follower reads.
-struct Watched {
-    name: String,
-    destination: Destination,
-    /// Partitions assigned so far.
-    partitions: Vec<i32>,
-}
-
-/// Per partition: where the warm start ends, and the last record read.
-#[derive(Default)]
-struct Progress {
-    /// Where the warm start began reading.
-    start: i64,
-    /// The end offset seen at start-up; records below it belong to the warm start.
-    warm_end: i64,
-    /// Timestamp (ms) of the last record read, for the lag in seconds.
-    last_timestamp_ms: Option<i64>,
-}
-
-/// What the warm start decided to read.
-struct Plan {
-    assignment: TopicPartitionList,
-    /// Records in range (before the timestamp filter).
-    records: i64,
-}
-
 pub struct Follower {
     consumer: BaseConsumer<Context>,
     learner: Learner,
     capacity: u64,
     budget: Duration,
-}
-
-/// What the follower knows of its partitions, and where ids go: apart from
-/// the consumer so that a record borrowed from it can be taken in.
-struct Learner {
-    topics: Vec<Watched>,
-    progress: HashMap<(usize, i32), Progress>,
-    dedup: Dedup,
-    metrics: Metrics,
 }
 
 /// Keeps the end offsets from librdkafka's statistics (delivered on the
@@ -230,7 +198,7 @@ impl Follower {
             if stopped() {
                 return;
             }
-            match self.plan() {
+            match plan::plan(&self.consumer, &mut self.learner, self.capacity) {
                 Ok(plan) => break plan,
                 Err(reason) => {
                     if !told {
@@ -322,95 +290,6 @@ impl Follower {
                 last_refresh = Instant::now();
             }
         }
-    }
-
-    /// Finds, per partition, the range the warm start reads.
-    fn plan(&mut self) -> Result<Plan, String> {
-        let now_ms = unix_now_ms();
-        let ttl_ms = i64::try_from(self.learner.dedup.ttl().as_millis()).unwrap_or(i64::MAX);
-        let since = now_ms.saturating_sub(ttl_ms);
-        let mut ranges = Vec::new();
-        let mut query = TopicPartitionList::new();
-        for (i, topic) in self.learner.topics.iter().enumerate() {
-            let partitions = match partitions_of(&self.consumer, &topic.name) {
-                Ok(p) => p,
-                // Nobody may have created the dead-letter topic yet: it
-                // is followed once it exists.
-                Err(e) if topic.destination == Destination::DeadLetter => {
-                    warn!(topic = %topic.name, reason = %e, "dedup warm start: the dead-letter topic is not readable; following it once it is");
-                    continue;
-                }
-                Err(e) => return Err(format!("topic {}: {e}", topic.name)),
-            };
-            for p in partitions {
-                let (low, high) = self
-                    .consumer
-                    .fetch_watermarks(&topic.name, p, REQUEST_TIMEOUT)
-                    .map_err(|e| format!("end offsets of {}[{p}]: {e}", topic.name))?;
-                ranges.push((i, p, low, high));
-                query
-                    .add_partition_offset(&topic.name, p, Offset::Offset(since))
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        let found = if query.count() > 0 {
-            self.consumer
-                .offsets_for_times(query, REQUEST_TIMEOUT)
-                .map_err(|e| format!("offsets by timestamp: {e}"))?
-        } else {
-            query
-        };
-        let mut starts = Vec::with_capacity(ranges.len());
-        for &(i, p, low, high) in &ranges {
-            let start = match found
-                .find_partition(&self.learner.topics[i].name, p)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(o)) => o.clamp(low, high),
-                // Kafka answers "end" when no record is that young, but
-                // some brokers answer it to every lookup (librdkafka's mock
-                // cluster), so it is not trusted: the partition is read
-                // (within its share of the capacity) and filtered by
-                // timestamp, which costs little where Kafka was right.
-                _ => low,
-            };
-            starts.push(start);
-        }
-        // More records than the memory holds: read each partition's newest
-        // share, so the newest ids win.
-        let total: i64 = ranges
-            .iter()
-            .zip(&starts)
-            .map(|(&(.., high), &start)| high - start)
-            .sum();
-        let capacity = i64::try_from(self.capacity).unwrap_or(i64::MAX);
-        if total > capacity {
-            for (&(.., high), start) in ranges.iter().zip(starts.iter_mut()) {
-                let share = i128::from(high - *start) * i128::from(capacity) / i128::from(total);
-                *start = high - share as i64;
-            }
-        }
-        let mut assignment = TopicPartitionList::new();
-        let mut records = 0;
-        for (&(i, p, _, high), &start) in ranges.iter().zip(&starts) {
-            assignment
-                .add_partition_offset(&self.learner.topics[i].name, p, Offset::Offset(start))
-                .map_err(|e| e.to_string())?;
-            self.learner.topics[i].partitions.push(p);
-            self.learner.progress.insert(
-                (i, p),
-                Progress {
-                    start,
-                    warm_end: high,
-                    last_timestamp_ms: None,
-                },
-            );
-            records += high - start;
-        }
-        Ok(Plan {
-            assignment,
-            records,
-        })
     }
 
     /// Partitions whose warm-start range is not read yet.
@@ -517,42 +396,6 @@ impl Follower {
     }
 }
 
-impl Learner {
-    /// Learns the id a record carries; true when it was remembered.
-    fn take(&mut self, msg: &BorrowedMessage<'_>) -> bool {
-        let Some(i) = self.topics.iter().position(|t| t.name == msg.topic()) else {
-            return false;
-        };
-        let timestamp_ms = msg.timestamp().to_millis();
-        let progress = self.progress.entry((i, msg.partition())).or_default();
-        progress.last_timestamp_ms = timestamp_ms.or(progress.last_timestamp_ms);
-        let warm = msg.offset() < progress.warm_end;
-        let Some(event_id) = event_id(msg) else {
-            return false;
-        };
-        // A record without a timestamp counts as written now.
-        let written = timestamp_ms
-            .and_then(|ms| u64::try_from(ms).ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-            .unwrap_or_else(SystemTime::now);
-        if !self.dedup.learn(event_id, written + self.dedup.ttl()) {
-            return false;
-        }
-        let f = &self.metrics.follower;
-        if warm {
-            f.ids_learned
-                .with_label_values(&[learned::WARM_START])
-                .inc();
-        } else {
-            f.ids_learned.with_label_values(&[learned::FOLLOWED]).inc();
-            if let Ok(delay) = SystemTime::now().duration_since(written) {
-                f.delay.observe(delay.as_secs_f64());
-            }
-        }
-        true
-    }
-}
-
 /// The partitions of `topic`, or why they cannot be known.
 fn partitions_of(consumer: &BaseConsumer<Context>, topic: &str) -> Result<Vec<i32>, String> {
     let md = consumer
@@ -570,19 +413,6 @@ fn partitions_of(consumer: &BaseConsumer<Context>, topic: &str) -> Result<Vec<i3
         return Err("no partitions".into());
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
-}
-
-/// The `event_id` header of a record the bridge wrote; `None` for a record
-/// without one (a dead letter of an event that had none, or a record some
-/// other producer wrote).
-fn event_id<'a>(msg: &'a BorrowedMessage<'_>) -> Option<&'a str> {
-    let headers = msg.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == "event_id")
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .filter(|id| !id.is_empty())
 }
 
 fn unix_now_ms() -> i64 {
