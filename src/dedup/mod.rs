@@ -29,14 +29,18 @@
 //! *incomplete* ([`Dedup::incomplete`]) and a claim answers
 //! [`Claim::Incomplete`]: it cannot tell a retry from a first delivery.
 
+mod remembered;
+
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
+
+use remembered::Remembered;
 
 /// Outcome of the first copy of an event_id, as seen by later copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,118 +225,6 @@ impl Inner {
         drop(in_flight);
         slot.send_replace(Some(outcome));
     }
-}
-
-/// A 128-bit id hash, laid out as two words so a map entry with its expiry
-/// takes 24 bytes (a `u128` would be aligned to 16 and take 32).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Key(u64, u64);
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Already a keyed hash: one word of it is a good hash.
-        state.write_u64(self.1);
-    }
-}
-
-/// Passes `Key`'s word through instead of hashing it again.
-#[derive(Default)]
-struct WordHasher(u64);
-
-impl Hasher for WordHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by `Key`; fold anything else in anyway.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Published ids with their expiry, evicted oldest first (see the module
-/// documentation for why not a general cache).
-struct Remembered {
-    shards: Box<[Mutex<Shard>]>,
-}
-
-struct Shard {
-    /// Id → the second (since `epoch`) at which it expires.
-    expiry: HashMap<Key, u32, BuildHasherDefault<WordHasher>>,
-    /// Ids in insertion order, which is expiry order for ids this process
-    /// published and close to it for ids read back from Kafka (the warm
-    /// start reads partitions oldest first, the follower as they arrive).
-    order: VecDeque<Key>,
-    capacity: usize,
-}
-
-impl Remembered {
-    fn new(capacity: usize) -> Self {
-        // Few shards for small capacities so the bound stays exact.
-        let n = if capacity >= 64 * 1024 { 16 } else { 1 };
-        let shards = (0..n)
-            .map(|i| {
-                Mutex::new(Shard {
-                    expiry: HashMap::default(),
-                    order: VecDeque::new(),
-                    capacity: capacity / n + usize::from(i < capacity % n),
-                })
-            })
-            .collect();
-        Remembered { shards }
-    }
-
-    fn shard(&self, key: Key) -> MutexGuard<'_, Shard> {
-        let i = (key.0 % self.shards.len() as u64) as usize;
-        // Nothing panics while holding the lock; the shard stays consistent.
-        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn contains(&self, key: u128, now: u32) -> bool {
-        let key = split(key);
-        self.shard(key)
-            .expiry
-            .get(&key)
-            .is_some_and(|&expires| expires > now)
-    }
-
-    fn insert(&self, key: u128, expires: u32, now: u32) {
-        let key = split(key);
-        let mut shard = self.shard(key);
-        let shard = &mut *shard;
-        match shard.expiry.get_mut(&key) {
-            // Learned again (a replica's own record read back, or a record
-            // and its re-delivery): the later expiry wins.
-            Some(e) => *e = (*e).max(expires),
-            None => {
-                shard.expiry.insert(key, expires);
-                shard.order.push_back(key);
-            }
-        }
-        while let Some(&oldest) = shard.order.front() {
-            let expired = shard.expiry.get(&oldest).is_none_or(|&e| e <= now);
-            if !expired && shard.order.len() <= shard.capacity {
-                break;
-            }
-            shard.order.pop_front();
-            shard.expiry.remove(&oldest);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).order.len())
-            .sum()
-    }
-}
-
-fn split(key: u128) -> Key {
-    Key((key >> 64) as u64, key as u64)
 }
 
 /// The right, and the duty, to settle an event_id.
