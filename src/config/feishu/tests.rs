@@ -1,10 +1,16 @@
 use super::super::{parse_args, validate_args};
 use super::*;
 
+/// A directory for one test's secret files, unique to the test and process.
+fn secret_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fkb-cfg-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[test]
 fn secrets_from_files_and_never_printed() {
-    let dir = std::env::temp_dir().join(format!("fkb-cfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = secret_dir("files");
     let path = dir.join("key");
     std::fs::write(&path, "s3cret-key\n").unwrap();
     let cfg = validate_args(&["--encrypt-key-file", path.to_str().unwrap()]).expect("valid");
@@ -25,8 +31,7 @@ fn secrets_from_files_and_never_printed() {
 
 #[test]
 fn previous_secrets_missing_or_empty_files_mean_none() {
-    let dir = std::env::temp_dir().join(format!("fkb-cfg-prev-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = secret_dir("prev");
     let file = |name: &str, text: Option<&str>| {
         let path = dir.join(name);
         match text {
@@ -129,8 +134,7 @@ fn previous_secrets_missing_or_empty_files_mean_none() {
 
 #[test]
 fn a_previous_secret_needs_a_current_one() {
-    let dir = std::env::temp_dir().join(format!("fkb-cfg-prev-only-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = secret_dir("prev-only");
     let old = dir.join("old");
     std::fs::write(&old, "old\n").unwrap();
     let old = old.to_str().unwrap();
