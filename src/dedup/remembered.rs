@@ -51,38 +51,38 @@ struct Shard {
     /// start reads partitions oldest first, the follower as they arrive).
     order: VecDeque<Key>,
     capacity: usize,
-    /// How many entries `expiry` holds without growing: its size, fixed at
-    /// creation.
-    full: usize,
 }
 
 impl Shard {
+    /// Empty: the map grows as ids arrive (sizing it for the capacity up
+    /// front would cost its whole table at start-up, about 45 MiB at the
+    /// default capacity, before any id is remembered).
     fn new(capacity: usize) -> Self {
-        let expiry = HashMap::with_capacity_and_hasher(capacity, Default::default());
         Shard {
-            full: expiry.capacity(),
-            expiry,
+            expiry: HashMap::default(),
             order: VecDeque::new(),
             capacity,
         }
     }
 
-    /// Keeps the table at its size under churn. An evicted id often leaves
-    /// a tombstone rather than a free slot, and the standard map, asked to
-    /// insert with no free slot left, rehashes in place only while it is
-    /// at most half full: past that it doubles. A full memory (one id in,
-    /// one out, for ever) is past that at its capacity, so it doubled its
-    /// table after some hundreds of thousands of ids per shard (measured:
-    /// 457,000 at a capacity of 30,000), a step in RSS long after the
-    /// warm-up (about 50 MiB at the default capacity). Rebuilding the table
-    /// at the same size clears the tombstones instead, for O(entries) every
-    /// few hundred thousand insertions.
+    /// Keeps a full memory's table at its size under churn. An evicted id
+    /// often leaves a tombstone rather than a free slot, and the standard
+    /// map, asked to insert with no free slot left, rehashes in place only
+    /// while it is at most half full: past that it doubles. A full memory
+    /// (one id in, one out, for ever) is past that, so it doubled its table
+    /// after some hundreds of thousands of ids per shard (measured: 457,000
+    /// at a capacity of 30,000), a step in RSS long after the warm-up (about
+    /// 50 MiB at the default capacity). When the shard holds its capacity
+    /// and no slot is free, the table is rebuilt at the size that capacity
+    /// needs, which clears the tombstones, for O(entries) every few hundred
+    /// thousand insertions. While the memory fills, the map grows as usual.
     fn make_room(&mut self) {
         let len = self.expiry.len();
-        if len < self.expiry.capacity() || len < self.full / 2 {
+        if len < self.capacity || len < self.expiry.capacity() {
             return;
         }
-        let mut fresh = HashMap::with_capacity_and_hasher(self.full, Default::default());
+        // Room for one more: the new id is inserted before the oldest goes.
+        let mut fresh = HashMap::with_capacity_and_hasher(self.capacity + 1, Default::default());
         fresh.extend(self.expiry.drain());
         self.expiry = fresh;
     }
@@ -167,7 +167,12 @@ mod tests {
         // Without the rebuild the table doubled after about 10,000
         // insertions at this capacity.
         let memory = Remembered::new(1000);
-        let full = memory.shards[0].lock().unwrap().full;
+        // What the full memory needs: room for its capacity and one more.
+        let full = HashMap::<Key, u32, BuildHasherDefault<WordHasher>>::with_capacity_and_hasher(
+            1001,
+            Default::default(),
+        )
+        .capacity();
         let all: Vec<u128> = ids(100_000).collect();
         for (i, &id) in all.iter().enumerate() {
             memory.insert(id, u32::MAX, 0);
