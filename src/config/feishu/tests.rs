@@ -1,4 +1,4 @@
-use super::super::{parse_args, validate_args};
+use super::super::{parse_args, validate_args, Config};
 use super::*;
 
 /// A directory for one test's secret files, unique to the test and process.
@@ -6,6 +6,20 @@ fn secret_dir(test: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("fkb-cfg-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Validates the long-connection ingress with credentials, plus `extra`.
+fn long_connection_with(extra: &[&str]) -> Result<Config, ConfigError> {
+    let mut args = vec![
+        "--ingress",
+        "long-connection",
+        "--app-id",
+        "cli_1",
+        "--app-secret",
+        "s",
+    ];
+    args.extend_from_slice(extra);
+    validate_args(&args)
 }
 
 #[test]
@@ -160,17 +174,7 @@ fn a_previous_secret_needs_a_current_one() {
     assert!(validate_args(&["--encrypt-key-previous-file", missing.to_str().unwrap()]).is_ok());
     assert!(validate_args(&["--verification-token-previous", ""]).is_ok());
     // Not read at all without the webhook ingress, like the current ones.
-    let lc = validate_args(&[
-        "--ingress",
-        "long-connection",
-        "--app-id",
-        "cli_1",
-        "--app-secret",
-        "s",
-        "--encrypt-key-previous",
-        "0ld-s3cret",
-    ])
-    .unwrap();
+    let lc = long_connection_with(&["--encrypt-key-previous", "0ld-s3cret"]).unwrap();
     assert!(lc.encrypt_key_previous.is_none());
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -181,18 +185,6 @@ fn long_connection_needs_credentials_and_a_known_domain() {
     assert_eq!(err.setting, "FEISHU_APP_ID");
     let err = validate_args(&["--ingress", "both", "--app-id", "cli_1"]).unwrap_err();
     assert_eq!(err.setting, "FEISHU_APP_SECRET");
-    let long_connection_with = |extra: &[&'static str]| {
-        let mut args = vec![
-            "--ingress",
-            "long-connection",
-            "--app-id",
-            "cli_1",
-            "--app-secret",
-            "s",
-        ];
-        args.extend_from_slice(extra);
-        validate_args(&args)
-    };
     let with_domain = |domain: &'static str| long_connection_with(&["--domain", domain]);
     assert_eq!(with_domain("larkk").unwrap_err().setting, "FEISHU_DOMAIN");
     assert_eq!(
