@@ -131,6 +131,7 @@ pub async fn run(
         readiness.clone(),
         metrics.clone(),
         config.readiness_interval,
+        (config.publish_deadline * 2).max(std::time::Duration::from_secs(1)),
         stopping.clone(),
     ));
 
@@ -236,7 +237,7 @@ pub async fn run(
     if let Some(task) = long_connection {
         let _ = task.await;
     }
-    readiness.set_kafka(false);
+    readiness.set_kafka(Err("the bridge is shutting down".into()));
     readiness_task.abort();
     if let Some(thread) = follower {
         // It notices the stop within one poll.
@@ -275,32 +276,43 @@ fn raw_types(routing: &routing::Routing) -> String {
     }
 }
 
-/// Polls Kafka for the topic's metadata and publishes the answer as readiness.
+/// Asks Kafka whether the routed topics can be written, and publishes the
+/// answer (with its reason) as readiness. Records that wait for their
+/// acknowledgement longer than twice the publish deadline count as "cannot
+/// be written": Feishu is being answered 503 meanwhile.
 async fn watch_readiness(
     sink: Sink,
     readiness: Arc<Readiness>,
     metrics: Metrics,
     interval: std::time::Duration,
+    stall: std::time::Duration,
     stopping: Arc<Notify>,
 ) {
-    let mut was = None;
+    // A reason that changes (a stall's seconds) is logged again at most
+    // this often; a change between ready and not ready at once.
+    const RELOG: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut was: Option<Result<(), String>> = None;
+    let mut logged = std::time::Instant::now();
     loop {
         let s = sink.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            s.topic_available(interval.max(std::time::Duration::from_secs(1)))
+        let state = tokio::task::spawn_blocking(move || {
+            s.writable(interval.max(std::time::Duration::from_secs(1)), stall)
         })
         .await
-        .unwrap_or(false);
-        readiness.set_kafka(ok);
+        .unwrap_or_else(|e| Err(format!("the readiness check failed: {e}")));
+        readiness.set_kafka(state.clone());
         metrics.ready.set(readiness.is_ready() as i64);
-        if was != Some(ok) {
-            if ok {
-                info!("ready: kafka answers metadata for the topics");
-            } else {
-                warn!("not ready: kafka does not answer metadata for the topics");
+        let flipped = was.as_ref().map(Result::is_ok) != Some(state.is_ok());
+        if flipped || (was.as_ref() != Some(&state) && logged.elapsed() >= RELOG) {
+            logged = std::time::Instant::now();
+            match &state {
+                Ok(()) => info!("ready: kafka takes the bridge's records"),
+                Err(why) => {
+                    warn!(reason = %why, "not ready: kafka cannot take the bridge's records")
+                }
             }
-            was = Some(ok);
         }
+        was = Some(state);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stopping.notified() => return,

@@ -1,16 +1,23 @@
-//! Readiness: Kafka answers metadata for every topic the bridge may write
-//! (member, dead-letter and raw topics), the dedup memory is
+//! Readiness: Kafka can take the bridge's records (it answers metadata for
+//! every topic the bridge may write, member, dead-letter and raw, and takes
+//! them: `sink::Sink::writable` says why not), the dedup memory is
 //! complete (the follower's warm start has read the topics back, or gave up
 //! at its budget) and, when the long connection is the only ingress, the
 //! connection to Feishu is up. (With both ingresses the webhook can take
 //! events while the long connection reconnects, so it does not count.)
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use crate::dedup::Dedup;
 
+/// Until the first answer from Kafka.
+const KAFKA_NOT_ASKED: &str = "kafka has not been asked yet whether the topics can be written";
+
 pub struct Readiness {
-    kafka: AtomicBool,
+    /// Why Kafka cannot take the bridge's records; `None` when it can.
+    kafka: Mutex<Option<String>>,
     long_connection: AtomicBool,
     require_long_connection: bool,
     dedup: Dedup,
@@ -19,15 +26,16 @@ pub struct Readiness {
 impl Readiness {
     pub fn new(require_long_connection: bool, dedup: Dedup) -> Self {
         Readiness {
-            kafka: AtomicBool::new(false),
+            kafka: Mutex::new(Some(KAFKA_NOT_ASKED.to_owned())),
             long_connection: AtomicBool::new(false),
             require_long_connection,
             dedup,
         }
     }
 
-    pub fn set_kafka(&self, ok: bool) {
-        self.kafka.store(ok, Ordering::Relaxed);
+    /// Kafka's state: `Ok`, or why records cannot be written.
+    pub fn set_kafka(&self, state: Result<(), String>) {
+        *self.kafka.lock().unwrap_or_else(|e| e.into_inner()) = state.err();
     }
 
     pub fn set_long_connection(&self, up: bool) {
@@ -35,13 +43,15 @@ impl Readiness {
     }
 
     /// `None` when ready, else why not (served by `/readyz`).
-    pub fn not_ready_because(&self) -> Option<&'static str> {
-        if !self.kafka.load(Ordering::Relaxed) {
-            Some("kafka does not answer metadata for every topic the bridge writes (member, dead-letter, raw)")
+    pub fn not_ready_because(&self) -> Option<Cow<'static, str>> {
+        if let Some(why) = &*self.kafka.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(Cow::Owned(format!(
+                "kafka cannot take the bridge's records: {why}"
+            )))
         } else if !self.dedup.is_complete() {
-            Some("the dedup memory is being read back from Kafka (warm start)")
+            Some("the dedup memory is being read back from Kafka (warm start)".into())
         } else if self.require_long_connection && !self.long_connection.load(Ordering::Relaxed) {
-            Some("the long connection to Feishu is not established")
+            Some("the long connection to Feishu is not established".into())
         } else {
             None
         }

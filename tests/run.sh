@@ -9,6 +9,10 @@
 #   - tansu 0.6.0, a Kafka-protocol broker the integration tests start over
 #     TCP, with the user's own cargo (no sudo): into /opt/tansu-0.6.0 as root,
 #     ~/.local/tansu-0.6.0 otherwise (TANSU_ROOT to choose);
+#   - Apache Kafka (tests/kafka/pom.xml pins it), the broker users run: a
+#     Java runtime and Maven from Debian when the machine has none, then
+#     Kafka's jars fetched by Maven into ~/.cache/feishu-kafka-bridge once per
+#     machine (tests/kafka/kafka.sh; FKB_KAFKA_CACHE to put them elsewhere);
 #   - Prometheus (promtool and the server) from Debian, for the alerting rules
 #     and the scrape test;
 #   - podman, runc and debootstrap from Debian, to build and run the
@@ -54,6 +58,10 @@ can_make_venv() { "$1" -c 'import venv, ensurepip' >/dev/null 2>&1; }
 # runs the demo's kcat command).
 build_packages=(build-essential pkg-config cmake libssl-dev zlib1g-dev libsasl2-dev)
 test_packages=(prometheus podman runc debootstrap kcat)
+# Apache Kafka runs on the machine's Java (17 or newer) and is fetched with
+# Maven; Debian's packages only where neither is installed already.
+command -v java >/dev/null 2>&1 || test_packages+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || test_packages+=(maven)
 python_packages=()
 venv_ready || can_make_venv python3 || python_packages=(python3 python3-venv)
 missing=()
@@ -85,6 +93,10 @@ if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
   say "tansu installed in $(((SECONDS - tansu_start) / 60)) min"
 fi
 "$TANSU_BIN" --version
+
+# Apache Kafka's jars, once per machine (a few seconds when cached).
+bash tests/kafka/kafka.sh fetch >/dev/null
+say "Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tests/kafka/pom.xml) is in $(bash tests/kafka/kafka.sh fetch)"
 
 if ! venv_ready; then
   if [ -d "$venv" ] && [ ! -e "$venv/pyvenv.cfg" ] && [ -n "$(ls -A "$venv")" ]; then

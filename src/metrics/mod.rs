@@ -105,6 +105,7 @@ pub struct Metrics {
     pub dedup_entries: IntGauge,
     pub producer_queue: IntGauge,
     pub delivery_errors: IntCounterVec,
+    pub producer_replaced: IntCounter,
     pub ready: IntGauge,
     pub build_info: IntGaugeVec,
     pub long_connection: LongConnectionMetrics,
@@ -286,6 +287,11 @@ impl Metrics {
             &["kind"],
         )
         .expect("metric");
+        let producer_replaced = IntCounter::new(
+            "kafka_producer_replaced_total",
+            "Kafka producers replaced after librdkafka declared them fatally failed",
+        )
+        .expect("metric");
         let ready =
             IntGauge::new("ready", "1 while ready to take events (see /readyz)").expect("metric");
         let build_info = IntGaugeVec::new(
@@ -408,6 +414,7 @@ impl Metrics {
             Box::new(dedup_entries.clone()),
             Box::new(producer_queue.clone()),
             Box::new(delivery_errors.clone()),
+            Box::new(producer_replaced.clone()),
             Box::new(ready.clone()),
             Box::new(build_info.clone()),
             Box::new(long_connection.enabled.clone()),
@@ -468,6 +475,7 @@ impl Metrics {
             dedup_entries,
             producer_queue,
             delivery_errors,
+            producer_replaced,
             ready,
             build_info,
             long_connection,

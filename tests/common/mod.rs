@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod in_process;
+pub mod kafka;
 pub mod openapi_stand_in;
 pub mod pod;
 pub mod stand_in;
@@ -125,35 +126,41 @@ impl Broker {
     }
 
     pub fn create_topics(&self, topics: &[&str]) {
-        let bootstrap = self.bootstrap.clone();
-        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        // On a thread of its own so that it works from sync and async tests alike.
-        std::thread::spawn(move || {
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .create()
-                .expect("admin client");
-            let new: Vec<NewTopic> = topics
-                .iter()
-                .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-                .collect();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-            let results = rt
-                .block_on(admin.create_topics(&new, &opts))
-                .expect("create_topics");
-            for r in results {
-                if let Err((topic, code)) = r {
-                    panic!("cannot create topic {topic}: {code:?}");
-                }
-            }
-        })
-        .join()
-        .expect("topic creation");
+        create_topics_on(&self.bootstrap, topics, 1, Duration::from_secs(10));
     }
+}
+
+/// Creates topics of [`PARTITIONS`] partitions and `replication` replicas
+/// through the admin API, on a thread of its own so that it works from
+/// sync and async tests alike.
+pub fn create_topics_on(bootstrap: &str, topics: &[&str], replication: i32, timeout: Duration) {
+    let bootstrap = bootstrap.to_owned();
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    std::thread::spawn(move || {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .expect("admin client");
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(replication)))
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let opts = AdminOptions::new().operation_timeout(Some(timeout));
+        let results = rt
+            .block_on(admin.create_topics(&new, &opts))
+            .expect("create_topics");
+        for r in results {
+            if let Err((topic, code)) = r {
+                panic!("cannot create topic {topic}: {code:?}");
+            }
+        }
+    })
+    .join()
+    .expect("topic creation");
 }
 
 /// A unique topic name (and its DLQ) for one test, created on the broker.
@@ -487,8 +494,27 @@ pub struct Record {
 /// records arrived, then keeps reading for `settle` to catch extras
 /// (duplicates) that must not be there.
 pub fn read_topic(bootstrap: &str, topic: &str, expect: usize, settle: Duration) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    read_topic_with(
+        &[("bootstrap.servers".into(), bootstrap.into())],
+        topic,
+        expect,
+        settle,
+    )
+}
+
+/// [`read_topic`] with a client configuration of its own (a user's
+/// SASL_SSL properties, say).
+pub fn read_topic_with(
+    config: &[(String, String)],
+    topic: &str,
+    expect: usize,
+    settle: Duration,
+) -> Vec<Record> {
+    let mut cc = ClientConfig::new();
+    for (k, v) in config {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer = cc
         .set("group.id", format!("reader-{}", rand::random::<u32>()))
         .set("enable.auto.commit", "false")
         .create()

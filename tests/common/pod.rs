@@ -4,7 +4,9 @@
 //! out under a temporary directory as the volume mount would.
 //!
 //! What differs from a pod, on purpose and nothing else: the mount path is
-//! prefixed with the temporary directory, the two listen addresses keep
+//! prefixed with the temporary directory (in the environment and where a
+//! Secret's file names another, as kafka.properties' `ssl.ca.location`
+//! names `kafka-ca.pem`), the two listen addresses keep
 //! their meaning but take port 0 on loopback (a test must not depend on
 //! 8080 and 9090 being free), `KAFKA_BROKERS` is the test's broker (the
 //! value a user edits), and readiness is checked more often.
@@ -74,12 +76,16 @@ pub fn environment(pod: &Value, root: &TempDir, brokers: &str) -> Vec<(String, S
         root.0.join(relative).to_string_lossy().into_owned()
     };
     let files = pod["files"].as_object().expect("files");
+    let mount = mount_path(pod);
     for (path, content) in files {
         let at = PathBuf::from(under_root(path));
         std::fs::create_dir_all(at.parent().unwrap()).unwrap();
-        std::fs::write(&at, content.as_str().unwrap()).unwrap();
+        let content = content
+            .as_str()
+            .unwrap()
+            .replace(&format!("{mount}/"), &format!("{}/", under_root(&mount)));
+        std::fs::write(&at, content).unwrap();
     }
-    let mount = mount_path(pod);
 
     // A Deployment's listen addresses must be its container ports; a
     // CronJob's pod declares none and listens on nothing.

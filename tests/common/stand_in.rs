@@ -93,6 +93,12 @@ impl Ledger {
         Verdict::new(self, &records)
     }
 
+    /// [`Ledger::verdict`] read with a client configuration of its own.
+    pub fn verdict_with(&self, config: &[(String, String)], topic: &str) -> Verdict {
+        let records = super::read_topic_with(config, topic, self.acked(), Duration::from_secs(2));
+        Verdict::new(self, &records)
+    }
+
     pub fn count(&self, pred: impl Fn(&Attempt) -> bool) -> usize {
         self.attempts().iter().filter(|(a, _)| pred(a)).count()
     }

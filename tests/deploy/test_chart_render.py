@@ -307,7 +307,8 @@ SHAPES = {
                      {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
         "kafkaProperties": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "linger.ms": 5},
         "secrets": {**WEBHOOK_SECRETS, "appSecret": "an-app-secret",
-                    "previousEncryptKey": "the-old-encrypt-key", "previousVerificationToken": "the-old-token"},
+                    "previousEncryptKey": "the-old-encrypt-key", "previousVerificationToken": "the-old-token",
+                    "kafkaCa": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
         "service": {"type": "NodePort", "port": 18080},
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": 2, "memory": "1Gi"}},
         "preStopSleepSeconds": 3,
@@ -410,12 +411,15 @@ def check_wiring(r):
         if v["config"]["ingress"] != "long-connection":
             expected |= {k for k, value in (("encrypt-key-previous", v["secrets"]["previousEncryptKey"]),
                                              ("verification-token-previous", v["secrets"]["previousVerificationToken"])) if value}
+        if v["secrets"].get("kafkaCa"):
+            expected |= {"kafka-ca.pem"}
         assert keys == expected
         # Secrets are read at start-up: a change to the chart's Secret rolls the pods.
         assert dep["spec"]["template"]["metadata"]["annotations"]["checksum/secret"] == \
             hashlib.sha256(r.text_of("secret.yaml").encode()).hexdigest()
-        # Each key is mounted where the bridge is told to read it.
-        assert all(f"{mount['mountPath']}/{k}" in file_env.values() for k in keys)
+        # Each key is mounted where the bridge is told to read it; the CA is
+        # read by librdkafka, where kafka.properties' ssl.ca.location names it.
+        assert all(f"{mount['mountPath']}/{k}" in file_env.values() for k in keys - {"kafka-ca.pem"})
 
     # Every address the bridge binds is a container port, and every container
     # port is bound: BRIDGE_ADMIN_LISTEN always, BRIDGE_LISTEN only with the

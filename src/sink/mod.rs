@@ -1,0 +1,523 @@
+//! The Kafka side: one shared idempotent producer, keyed records, answers
+//! only after the broker's acknowledgement, and typed delivery errors.
+
+mod error;
+mod health;
+mod topics;
+
+use std::time::{Duration, Instant};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use prometheus::{Histogram, IntCounterVec};
+
+pub use error::PublishError;
+pub use health::{ClientError, KafkaHealth, Observer, Principal};
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Destination {
+    /// Member records (`KAFKA_TOPIC`).
+    Record,
+    DeadLetter,
+    /// Raw records (`BRIDGE_RAW_TOPIC`).
+    Raw,
+}
+
+impl Destination {
+    pub const ALL: [Destination; 3] = [
+        Destination::Record,
+        Destination::DeadLetter,
+        Destination::Raw,
+    ];
+
+    /// The `destination` label of the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Destination::Record => "record",
+            Destination::DeadLetter => "dead_letter",
+            Destination::Raw => "raw",
+        }
+    }
+}
+
+/// A message ready to be produced.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub destination: Destination,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The client configuration the bridge needs: guarantees first, then the
+/// user's pass-through properties (already checked for conflicts).
+pub fn client_config(config: &Config) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Same partition for a key as the Java client's default partitioner.
+        .set("partitioner", "murmur2_random")
+        .set("compression.type", "lz4")
+        // Batching that follows the load (group commit): no timer, and one
+        // produce request in flight per broker. A lone record leaves at once;
+        // while a request is out, records queue and the next request carries
+        // all of them. Measured against every fixed linger
+        // (docs/benchmarks.md): faster at concurrency 1 than linger 0 and at the peak
+        // than linger 2. One request in flight also keeps the idempotent
+        // producer's order trivially.
+        .set("linger.ms", "0")
+        .set("max.in.flight.requests.per.connection", "1")
+        // A record the bridge stopped waiting for (503 at the publish
+        // deadline) must be settled before Feishu delivers the event again,
+        // perhaps to another replica: its first retry comes 15 s after the
+        // failed attempt. By then librdkafka has either had the record
+        // acknowledged (and every replica's follower reads it, so the retry
+        // is a duplicate) or given up on it; otherwise both replicas would
+        // hold a copy that the brokers accept once they can (measured on
+        // Apache Kafka with two brokers of three stopped for 60 s under
+        // load from 24 chats, tests/apache_kafka_faults.rs: with
+        // librdkafka's 300 s default, the 24 events in flight when the
+        // brokers stopped were each written twice).
+        // A produce request waits at most 5 s for the in-sync replicas, so
+        // that one in flight when the record's 10 s run out ends soon after.
+        .set("message.timeout.ms", "10000")
+        .set("request.timeout.ms", "5000")
+        // librdkafka's default of 1 GiB would outgrow any sensible pod
+        // limit while a broker is stalled; past this the bridge answers 503.
+        .set("queue.buffering.max.kbytes", "65536")
+        .set("client.id", "feishu-kafka-bridge");
+    for (k, v) in &config.kafka_properties {
+        cc.set(k, v.expose());
+    }
+    cc
+}
+
+/// Producer-only librdkafka properties: passing them to a consumer only
+/// earns a warning, so readers leave them out of `KAFKA_PROPERTIES`.
+const PRODUCER_ONLY: &[&str] = &[
+    "linger.ms",
+    "queue.buffering.max.ms",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.backpressure.threshold",
+    "batch.num.messages",
+    "batch.size",
+    "compression.type",
+    "compression.codec",
+    "compression.level",
+    "message.send.max.retries",
+    "retries",
+    "delivery.timeout.ms",
+    "message.timeout.ms",
+    "request.timeout.ms",
+    "sticky.partitioning.linger.ms",
+    "queuing.strategy",
+    "delivery.report.only.error",
+    "enable.gapless.guarantee",
+    "transaction.timeout.ms",
+];
+
+/// A client that reads from Kafka (the dedup follower, readiness): the same
+/// brokers and security settings as the producer, without the producer-only
+/// properties of `KAFKA_PROPERTIES`.
+pub fn reader_config(config: &Config, client_id: &str) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &config.brokers)
+        .set("client.id", client_id);
+    for (k, v) in &config.kafka_properties {
+        if !PRODUCER_ONLY.contains(&k.as_str()) {
+            cc.set(k, v.expose());
+        }
+    }
+    cc
+}
+
+/// The producer, its client context reporting to [`KafkaHealth`].
+type BridgeProducer = FutureProducer<Observer>;
+
+#[derive(Clone)]
+pub struct Sink {
+    /// Replaced as a whole when librdkafka declares it fatally failed.
+    producer: Arc<RwLock<BridgeProducer>>,
+    config: Arc<ClientConfig>,
+    metadata: Arc<BaseConsumer<Observer>>,
+    health: Arc<KafkaHealth>,
+    /// Whether the producer itself has learnt both topics' partitions.
+    warmed: Arc<AtomicBool>,
+    topic: String,
+    dlq_topic: String,
+    /// Set exactly when raw routing is on.
+    raw_topic: Option<String>,
+    metrics: Metrics,
+}
+
+/// The SASL mechanism, user and security protocol the properties name.
+fn principal_of(config: &Config) -> Principal {
+    let get = |key: &str| {
+        config
+            .kafka_properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.expose().to_owned())
+    };
+    Principal {
+        mechanism: get("sasl.mechanism").or_else(|| get("sasl.mechanisms")),
+        user: get("sasl.username"),
+        protocol: get("security.protocol"),
+    }
+}
+
+impl Sink {
+    pub fn new(config: &Config, metrics: Metrics) -> Result<Self, KafkaError> {
+        let raw_topic = config.routing.raw_topic().map(str::to_owned);
+        let health = KafkaHealth::new(
+            principal_of(config),
+            [
+                Some(config.topic.clone()),
+                Some(config.dlq_topic.clone()),
+                raw_topic.clone(),
+            ],
+        );
+        let producer_config = client_config(config);
+        let producer: BridgeProducer = producer_config.create_with_context(Observer {
+            health: health.clone(),
+            client: "producer",
+        })?;
+        // Readiness asks for metadata through its own connections, not the
+        // producer's: with one produce request in flight per connection, a
+        // metadata request there would hold every produce behind it for a
+        // round trip (measured with the mock cluster at 800 ms per round
+        // trip: readiness checks every 200 ms kept all but one of five
+        // events of a chat waiting past the 5 s drain).
+        let metadata: BaseConsumer<Observer> =
+            reader_config(config, "feishu-kafka-bridge-readiness").create_with_context(
+                Observer {
+                    health: health.clone(),
+                    client: "readiness",
+                },
+            )?;
+        Ok(Sink {
+            producer: Arc::new(RwLock::new(producer)),
+            config: Arc::new(producer_config),
+            metadata: Arc::new(metadata),
+            health,
+            warmed: Arc::new(AtomicBool::new(false)),
+            topic: config.topic.clone(),
+            dlq_topic: config.dlq_topic.clone(),
+            raw_topic,
+            metrics,
+        })
+    }
+
+    /// The producer in use; a fatally failed one is replaced first.
+    fn producer(&self) -> BridgeProducer {
+        let current = self
+            .producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !self.health.take_fatal_check() {
+            return current;
+        }
+        match current.client().fatal_error() {
+            None => current,
+            Some((code, reason)) => {
+                error!(%code, %reason, "librdkafka declared the producer fatally failed: replacing it");
+                self.replace_producer(&format!("{code}: {reason}"));
+                self.producer
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            }
+        }
+    }
+
+    /// After a fatal error librdkafka fails every record the producer
+    /// holds and refuses new ones: its idempotence state (producer id,
+    /// sequence numbers) can no longer be trusted. The records it held are
+    /// answered 503 and Feishu delivers them again, through the new
+    /// producer; one that had been written before the error is on its
+    /// topic already, and the dedup follower, which reads the topics,
+    /// answers its retry as a duplicate.
+    fn replace_producer(&self, reason: &str) {
+        let fresh: Result<BridgeProducer, KafkaError> = self.config.create_with_context(Observer {
+            health: self.health.clone(),
+            client: "producer",
+        });
+        match fresh {
+            Ok(fresh) => {
+                *self.producer.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+                self.warmed.store(false, Ordering::Relaxed);
+                self.metrics.producer_replaced.inc();
+                info!(%reason, "replaced the Kafka producer after its fatal error");
+            }
+            Err(e) => {
+                error!(error = %e, %reason, "cannot create a new Kafka producer after a fatal error; the next record tries again")
+            }
+        }
+    }
+
+    /// What the Kafka clients have learnt about the cluster.
+    pub fn health(&self) -> &KafkaHealth {
+        &self.health
+    }
+
+    /// Puts the message on the producer's queue. Fails at once when the
+    /// queue is full; otherwise returns a handle that resolves on the ack.
+    pub fn enqueue(&self, msg: &Outgoing) -> Result<Delivery, PublishError> {
+        let topic = match (msg.destination, &self.raw_topic) {
+            (Destination::Record, _) => &self.topic,
+            (Destination::DeadLetter, _) => &self.dlq_topic,
+            (Destination::Raw, Some(raw)) => raw,
+            // Only raw routing builds raw messages, and it comes with its topic.
+            (Destination::Raw, None) => {
+                return Err(PublishError::Client("no raw topic configured".into()))
+            }
+        };
+        let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
+        for (k, v) in &msg.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record = FutureRecord::to(topic)
+            .payload(&msg.payload)
+            .headers(headers);
+        if let Some(key) = &msg.key {
+            record = record.key(key.as_bytes());
+        }
+        match self.producer().send_result(record) {
+            Ok(future) => {
+                self.health.enqueued();
+                Ok(Delivery {
+                    future,
+                    started: Instant::now(),
+                    pending: Pending {
+                        health: self.health.clone(),
+                        destination: msg.destination,
+                        settled: false,
+                    },
+                    publish_duration: self.metrics.publish_duration_of(msg.destination),
+                    delivery_errors: self.metrics.delivery_errors.clone(),
+                })
+            }
+            Err((err, _)) => {
+                let err = PublishError::from_kafka(&err);
+                self.metrics
+                    .delivery_errors
+                    .with_label_values(&[err.kind()])
+                    .inc();
+                Err(err)
+            }
+        }
+    }
+
+    /// Messages handed to librdkafka and not yet acknowledged or failed.
+    pub fn queue_depth(&self) -> i32 {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_flight_count()
+    }
+
+    /// Every topic the bridge may write: the member topic, the dead-letter
+    /// topic, and the raw topic when raw routing is on. A missing one must
+    /// hold readiness back: found only when the first event needs it, it
+    /// would be a 503 for that event and every retry of it.
+    pub fn required_topics(&self) -> impl Iterator<Item = &str> {
+        let raw = self.raw_topic.as_deref().filter(|raw| *raw != self.topic);
+        [self.topic.as_str(), self.dlq_topic.as_str()]
+            .into_iter()
+            .chain(raw)
+    }
+
+    /// Whether the bridge can write: `Ok` when Kafka answers metadata with
+    /// a leader for every partition of every routed topic, no write was
+    /// denied since the last acknowledged one, and records do not wait
+    /// longer than `stall` for an acknowledgement; otherwise why not, in
+    /// words an operator can act on. Blocking: call from a blocking thread.
+    pub fn writable(&self, timeout: Duration, stall: Duration) -> Result<(), String> {
+        let topics: Vec<&str> = self.required_topics().collect();
+        let answer = if !self.warmed.load(Ordering::Relaxed) {
+            // Until the first success, ask through the producer: the answer
+            // fills its metadata cache, so the first event does not wait for
+            // the producer to look up the topic (several round trips to a
+            // slow broker).
+            let producer = self.producer();
+            let answer = topics::check(producer.client(), &topics, timeout);
+            if answer.problems.is_empty() {
+                self.warmed.store(true, Ordering::Relaxed);
+            }
+            answer
+        } else {
+            let answer = topics::check(self.metadata.client(), &topics, timeout);
+            if !answer.problems.is_empty() {
+                // Ask through the producer again until the topics are back:
+                // its own view of a topic (denied, missing) is refreshed
+                // by that answer, not by the readiness client's.
+                self.warmed.store(false, Ordering::Relaxed);
+            }
+            answer
+        };
+        topics::verdict(&answer, &self.health, stall)
+    }
+
+    /// Waits for every queued message to be acknowledged or to fail. Blocking.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush(Timeout::After(timeout))
+    }
+
+    /// Makes librdkafka raise a fatal error in the producer, as a broken
+    /// idempotence state would (for tests of the replacement).
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self) {
+        let producer = self.producer.read().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the client pointer is valid while `producer` is held; the
+        // reason is a NUL-terminated literal.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                c"injected by a test".as_ptr(),
+            );
+        }
+    }
+}
+
+/// A message on its way to Kafka.
+pub struct Delivery {
+    future: DeliveryFuture,
+    started: Instant,
+    pending: Pending,
+    /// Resolved when enqueued: a clone of two handles, not of every metric.
+    publish_duration: Histogram,
+    delivery_errors: IntCounterVec,
+}
+
+impl Delivery {
+    /// Resolves when Kafka acknowledged the message or librdkafka gave up on it.
+    pub async fn acked(mut self) -> Result<(), PublishError> {
+        let result = match self.future.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((err, _))) => Err(PublishError::from_kafka(&err)),
+            Err(_) => Err(PublishError::Canceled),
+        };
+        self.pending
+            .settle(result.as_ref().map(|_| ()).map_err(Some));
+        match &result {
+            Ok(()) => self
+                .publish_duration
+                .observe(self.started.elapsed().as_secs_f64()),
+            Err(e) => self.delivery_errors.with_label_values(&[e.kind()]).inc(),
+        }
+        result
+    }
+}
+
+/// A record counted as waiting in [`KafkaHealth`] until its delivery ends,
+/// or until nobody waits for it any more.
+struct Pending {
+    health: Arc<KafkaHealth>,
+    destination: Destination,
+    settled: bool,
+}
+
+impl Pending {
+    fn settle(&mut self, outcome: Result<(), Option<&PublishError>>) {
+        if !self.settled {
+            self.settled = true;
+            self.health.settled(self.destination, outcome);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.settle(Err(None));
+    }
+}
+
+/// librdkafka's version and compiled-in features, for the start-up log.
+pub fn librdkafka_build() -> (String, String) {
+    let (_, version) = rdkafka::util::get_rdkafka_version();
+    let features = ClientConfig::new()
+        .create_native_config()
+        .and_then(|c| c.get("builtin.features"))
+        .unwrap_or_default();
+    (version, features)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A producer that librdkafka declared fatally failed is replaced: the
+    /// record it held fails (Feishu's retry), the next one is acknowledged
+    /// through the new producer, and the process goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fatal_error_replaces_the_producer_and_the_next_record_is_acknowledged() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("m", 1, 1).unwrap();
+        cluster.create_topic("m.dlq", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let mut config = crate::config::validate_args(&["--topic", "m"]).unwrap();
+        config.brokers = brokers;
+        let metrics = Metrics::new();
+        let sink = Sink::new(&config, metrics.clone()).unwrap();
+        let record = |id: &str| Outgoing {
+            destination: Destination::Record,
+            key: Some("oc_1".into()),
+            payload: id.as_bytes().to_vec(),
+            headers: vec![("event_id", id.to_owned())],
+        };
+        sink.enqueue(&record("before"))
+            .unwrap()
+            .acked()
+            .await
+            .unwrap();
+
+        sink.inject_fatal_error();
+        // librdkafka reports the fatal error from its own thread.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !sink.health.check_fatal.load(Ordering::Acquire) {
+            assert!(Instant::now() < give_up, "no fatal error reported");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after = sink.enqueue(&record("after")).unwrap().acked().await;
+        assert_eq!(after.map_err(|e| e.kind()), Ok(()));
+        assert_eq!(metrics.producer_replaced.get(), 1);
+        assert!(sink
+            .writable(Duration::from_secs(5), Duration::from_secs(5))
+            .is_ok());
+    }
+
+    #[test]
+    fn built_with_tls_sasl_and_compression() {
+        let (_, features) = librdkafka_build();
+        for f in ["ssl", "sasl_plain", "sasl_scram", "lz4", "gzip"] {
+            assert!(
+                features.split(',').any(|x| x == f),
+                "librdkafka lacks {f}: {features}"
+            );
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Readiness's question to Kafka, asked of the cluster's metadata: does
+//! every routed topic exist, is the bridge allowed to see it, does every
+//! partition have a leader; and what the answer, with what the clients
+//! have seen ([`KafkaHealth`]), says to an operator.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use rdkafka::client::{Client, ClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::types::RDKafkaRespErr;
+
+use super::KafkaHealth;
+
+/// Why a topic cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// No metadata answer at all.
+    NoAnswer(String),
+    Missing(String),
+    /// The ACLs deny the bridge's user Describe on the topic.
+    Denied(String),
+    NoLeader {
+        topic: String,
+        partition: i32,
+    },
+    Other {
+        topic: String,
+        error: String,
+    },
+}
+
+/// Metadata's answer for the routed topics.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub problems: Vec<Problem>,
+    /// Partitions with fewer replicas in sync than assigned:
+    /// (topic, partition, in sync, replicas).
+    pub short: Vec<(String, i32, usize, usize)>,
+}
+
+/// Asks for each topic's metadata (blocking).
+pub fn check<C: ClientContext>(client: &Client<C>, topics: &[&str], timeout: Duration) -> Answer {
+    let mut answer = Answer::default();
+    for topic in topics {
+        let md = match client.fetch_metadata(Some(topic), timeout) {
+            Ok(md) => md,
+            Err(e) => {
+                answer.problems.push(Problem::NoAnswer(describe(&e)));
+                // The same answer for every topic: asking again says nothing new.
+                return answer;
+            }
+        };
+        let Some(t) = md.topics().iter().find(|t| t.name() == *topic) else {
+            answer.problems.push(Problem::Missing(topic.to_string()));
+            continue;
+        };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None => {}
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                answer.problems.push(Problem::Missing(topic.to_string()));
+                continue;
+            }
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+                answer.problems.push(Problem::Denied(topic.to_string()));
+                continue;
+            }
+            Some(code) => {
+                answer.problems.push(Problem::Other {
+                    topic: topic.to_string(),
+                    error: format!("{code:?}"),
+                });
+                continue;
+            }
+        }
+        if t.partitions().is_empty() {
+            answer.problems.push(Problem::Missing(topic.to_string()));
+        }
+        for p in t.partitions() {
+            let leaderless = p.leader() < 0
+                || p.error()
+                    .is_some_and(|e| e != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+            if leaderless {
+                answer.problems.push(Problem::NoLeader {
+                    topic: topic.to_string(),
+                    partition: p.id(),
+                });
+            } else if p.isr().len() < p.replicas().len() {
+                answer
+                    .short
+                    .push((topic.to_string(), p.id(), p.isr().len(), p.replicas().len()));
+            }
+        }
+    }
+    answer
+}
+
+fn describe(e: &KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(code) => format!("{code}"),
+        None => e.to_string(),
+    }
+}
+
+/// `Ok` when the bridge can write; else why not, most telling cause first.
+pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result<(), String> {
+    let principal = health.principal();
+    let mut why = String::new();
+    for problem in &answer.problems {
+        if !why.is_empty() {
+            why.push_str("; ");
+        }
+        match problem {
+            Problem::NoAnswer(error) => {
+                let _ = write!(why, "kafka does not answer metadata ({error})");
+                if let Some(client) = health.recent_error() {
+                    let _ = write!(why, ": {}", health.describe(&client));
+                }
+            }
+            Problem::Missing(topic) => {
+                let _ = write!(
+                    why,
+                    "topic \"{topic}\" does not exist (create it: the bridge does not)"
+                );
+            }
+            Problem::Denied(topic) => {
+                let _ = write!(
+                    why,
+                    "kafka denies Describe on topic \"{topic}\" to the bridge's user ({principal}): grant Describe, Read and Write on it (docs/operations.md, ACLs)"
+                );
+            }
+            Problem::NoLeader { topic, partition } => {
+                let _ = write!(
+                    why,
+                    "partition {partition} of topic \"{topic}\" has no leader"
+                );
+            }
+            Problem::Other { topic, error } => {
+                let _ = write!(why, "kafka answers {error} for topic \"{topic}\"");
+            }
+        }
+    }
+    if !why.is_empty() {
+        return Err(why);
+    }
+    let denied = health.denied_topics();
+    if !denied.is_empty() {
+        return Err(denied
+            .iter()
+            .map(|t| format!("kafka denies Write on topic \"{t}\" to the bridge's user ({principal}): grant Write on it (docs/operations.md, ACLs)"))
+            .collect::<Vec<_>>()
+            .join("; "));
+    }
+    let short = || {
+        let short: Vec<String> = answer
+            .short
+            .iter()
+            .map(|(t, p, isr, all)| format!("{t}[{p}] {isr} of {all}"))
+            .collect();
+        format!(
+            "replicas in sync: {}: fewer than the topic's min.insync.replicas refuses writes with acks=all",
+            short.join(", ")
+        )
+    };
+    if let Some((waiting, since)) = health.stalled(stall) {
+        let _ = write!(
+            why,
+            "kafka has acknowledged no record for {:.1} s ({waiting} waiting)",
+            since.as_secs_f64()
+        );
+        if !answer.short.is_empty() {
+            let _ = write!(why, "; {}", short());
+        }
+        if let Some(client) = health.recent_error() {
+            let _ = write!(why, "; {}", health.describe(&client));
+        }
+        return Err(why);
+    }
+    // Between Feishu's retries no record may be waiting: while the last
+    // one failed and the ISR is still short, the cluster still cannot take
+    // records. (Not while the ISR is full: with no traffic, which a
+    // replica out of the Service gets, nothing would clear it.)
+    if let Some(error) = health.failing() {
+        if !answer.short.is_empty() {
+            return Err(format!(
+                "the last record failed ({error}) and none was acknowledged since; {}",
+                short()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::health::test_health as health;
+    use crate::sink::Destination;
+
+    #[test]
+    fn a_denied_topic_names_the_topic_the_operation_and_the_user() {
+        let answer = Answer {
+            problems: vec![Problem::Denied("m".into())],
+            short: vec![],
+        };
+        let why = verdict(&answer, &health(), Duration::from_secs(5)).unwrap_err();
+        assert!(why.contains("Describe on topic \"m\""), "{why}");
+        assert!(why.contains("user \"bridge\""), "{why}");
+    }
+
+    #[test]
+    fn a_stall_with_replicas_out_of_sync_says_so() {
+        let h = health();
+        h.enqueued();
+        let answer = Answer {
+            problems: vec![],
+            short: vec![("m".into(), 0, 1, 3)],
+        };
+        let why = verdict(&answer, &h, Duration::ZERO).unwrap_err();
+        assert!(why.contains("acknowledged no record"), "{why}");
+        assert!(why.contains("m[0] 1 of 3"), "{why}");
+        h.settled(Destination::Record, Ok(()));
+        assert_eq!(verdict(&answer, &h, Duration::ZERO), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_record_with_the_isr_short_is_not_ready_until_the_isr_is_full() {
+        use crate::sink::PublishError;
+        use rdkafka::error::RDKafkaErrorCode;
+        let h = health();
+        h.enqueued();
+        let timed_out = PublishError::Retriable {
+            code: RDKafkaErrorCode::MessageTimedOut,
+        };
+        h.settled(Destination::Record, Err(Some(&timed_out)));
+        let short = Answer {
+            problems: vec![],
+            short: vec![("m".into(), 0, 1, 3)],
+        };
+        let why = verdict(&short, &h, Duration::from_secs(5)).unwrap_err();
+        assert!(
+            why.contains("last record failed") && why.contains("m[0] 1 of 3"),
+            "{why}"
+        );
+        assert_eq!(
+            verdict(&Answer::default(), &h, Duration::from_secs(5)),
+            Ok(())
+        );
+    }
+}
