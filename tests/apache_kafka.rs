@@ -306,7 +306,7 @@ async fn a_denied_topic_is_named_callbacks_retry_and_publish_once_the_acl_is_add
     wait_not_ready_saying(
         &bridge,
         &[
-            &format!("denies Describe on topic \"{denied}\""),
+            &format!("denies Describe on the member topic \"{denied}\""),
             "user \"bridge\"",
         ],
     )
@@ -363,7 +363,11 @@ async fn a_denied_topic_is_named_callbacks_retry_and_publish_once_the_acl_is_add
     kafka.allow("bridge", "Read,Describe", &denied);
     let before = denials().await;
     assert_eq!(retry_until(before + 1.0).await, 503);
-    wait_not_ready_saying(&bridge, &[&format!("denies Write on topic \"{denied}\"")]).await;
+    wait_not_ready_saying(
+        &bridge,
+        &[&format!("denies Write on the member topic \"{denied}\"")],
+    )
+    .await;
 
     // The operator adds the ACL; Feishu's retries then publish.
     kafka.allow("bridge", "Write", &denied);

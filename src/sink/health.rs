@@ -66,6 +66,7 @@ pub struct KafkaHealth {
     /// The last delivery's retriable error when no record was acknowledged
     /// since: the cluster is not taking records even while none waits.
     failing: Mutex<Option<String>>,
+    is_failing: AtomicBool,
     /// Records handed to the producer and not yet settled.
     pending: AtomicI64,
     /// When (ms since `started`) a record was last acknowledged, or when
@@ -86,6 +87,7 @@ impl KafkaHealth {
             last_error: Mutex::new(None),
             denied: Default::default(),
             failing: Mutex::new(None),
+            is_failing: AtomicBool::new(false),
             pending: AtomicI64::new(0),
             progress_ms: AtomicU64::new(0),
             check_fatal: AtomicBool::new(false),
@@ -113,15 +115,20 @@ impl KafkaHealth {
     pub fn settled(&self, destination: Destination, outcome: Result<(), Option<&PublishError>>) {
         self.pending.fetch_sub(1, Ordering::AcqRel);
         let slot = &self.denied[destination as usize];
-        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Ok(()) => {
                 self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
                 slot.store(false, Ordering::Relaxed);
-                *failing = None;
+                // The lock only when there is a failure to forget: not per event.
+                if self.is_failing.swap(false, Ordering::AcqRel) {
+                    *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
             }
             Err(Some(PublishError::Denied { .. })) => slot.store(true, Ordering::Relaxed),
-            Err(Some(e @ PublishError::Retriable { .. })) => *failing = Some(e.to_string()),
+            Err(Some(e @ PublishError::Retriable { .. })) => {
+                *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                self.is_failing.store(true, Ordering::Release);
+            }
             Err(_) => {}
         }
     }
@@ -129,6 +136,9 @@ impl KafkaHealth {
     /// The last delivery's retriable error, when no record was
     /// acknowledged since.
     pub fn failing(&self) -> Option<String> {
+        if !self.is_failing.load(Ordering::Acquire) {
+            return None;
+        }
         self.failing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -149,12 +159,15 @@ impl KafkaHealth {
         (since >= threshold).then_some((pending, since))
     }
 
-    /// Topics whose last write the ACLs denied.
-    pub fn denied_topics(&self) -> Vec<&str> {
+    /// Topics whose last write the ACLs denied, named with their role.
+    pub fn denied_topics(&self) -> Vec<String> {
         Destination::ALL
             .iter()
             .filter(|d| self.denied[**d as usize].load(Ordering::Relaxed))
-            .filter_map(|d| self.topics[*d as usize].as_deref())
+            .filter_map(|d| {
+                let topic = self.topics[*d as usize].as_deref()?;
+                Some(format!("the {} topic \"{topic}\"", d.role()))
+            })
             .collect()
     }
 
@@ -335,7 +348,7 @@ mod tests {
                 code: RDKafkaErrorCode::TopicAuthorizationFailed,
             })),
         );
-        assert_eq!(h.denied_topics(), ["m.dlq"]);
+        assert_eq!(h.denied_topics(), ["the dead-letter topic \"m.dlq\""]);
         h.enqueued();
         h.settled(Destination::DeadLetter, Ok(()));
         assert!(h.denied_topics().is_empty());

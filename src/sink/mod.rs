@@ -43,6 +43,15 @@ impl Destination {
         Destination::Raw,
     ];
 
+    /// What the topic is, in readiness's words.
+    pub fn role(self) -> &'static str {
+        match self {
+            Destination::Record => "member",
+            Destination::DeadLetter => "dead-letter",
+            Destination::Raw => "raw",
+        }
+    }
+
     /// The `destination` label of the metrics.
     pub fn label(self) -> &'static str {
         match self {
@@ -337,14 +346,17 @@ impl Sink {
     }
 
     /// Every topic the bridge may write: the member topic, the dead-letter
-    /// topic, and the raw topic when raw routing is on. A missing one must
-    /// hold readiness back: found only when the first event needs it, it
-    /// would be a 503 for that event and every retry of it.
-    pub fn required_topics(&self) -> impl Iterator<Item = &str> {
+    /// topic, and the raw topic when raw routing is on, with their roles. A
+    /// missing one must hold readiness back: found only when the first
+    /// event needs it, it would be a 503 for that event and every retry of it.
+    pub fn required_topics(&self) -> Vec<(&'static str, &str)> {
         let raw = self.raw_topic.as_deref().filter(|raw| *raw != self.topic);
-        [self.topic.as_str(), self.dlq_topic.as_str()]
-            .into_iter()
-            .chain(raw)
+        let mut topics = vec![
+            (Destination::Record.role(), self.topic.as_str()),
+            (Destination::DeadLetter.role(), self.dlq_topic.as_str()),
+        ];
+        topics.extend(raw.map(|raw| (Destination::Raw.role(), raw)));
+        topics
     }
 
     /// Whether the bridge can write: `Ok` when Kafka answers metadata with
@@ -353,7 +365,7 @@ impl Sink {
     /// longer than `stall` for an acknowledgement; otherwise why not, in
     /// words an operator can act on. Blocking: call from a blocking thread.
     pub fn writable(&self, timeout: Duration, stall: Duration) -> Result<(), String> {
-        let topics: Vec<&str> = self.required_topics().collect();
+        let topics = self.required_topics();
         let answer = if !self.warmed.load(Ordering::Relaxed) {
             // Until the first success, ask through the producer: the answer
             // fills its metadata cache, so the first event does not wait for

@@ -12,7 +12,8 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::KafkaHealth;
 
-/// Why a topic cannot be written.
+/// Why a topic cannot be written. A topic is named with its role, as
+/// ``the dead-letter topic "x.dlq"``.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// No metadata answer at all.
@@ -39,10 +40,15 @@ pub struct Answer {
     pub short: Vec<(String, i32, usize, usize)>,
 }
 
-/// Asks for each topic's metadata (blocking).
-pub fn check<C: ClientContext>(client: &Client<C>, topics: &[&str], timeout: Duration) -> Answer {
+/// Asks for each topic's metadata (blocking); `topics` are (role, name).
+pub fn check<C: ClientContext>(
+    client: &Client<C>,
+    topics: &[(&str, &str)],
+    timeout: Duration,
+) -> Answer {
     let mut answer = Answer::default();
-    for topic in topics {
+    for (role, topic) in topics {
+        let named = format!("the {role} topic \"{topic}\"");
         let md = match client.fetch_metadata(Some(topic), timeout) {
             Ok(md) => md,
             Err(e) => {
@@ -52,29 +58,29 @@ pub fn check<C: ClientContext>(client: &Client<C>, topics: &[&str], timeout: Dur
             }
         };
         let Some(t) = md.topics().iter().find(|t| t.name() == *topic) else {
-            answer.problems.push(Problem::Missing(topic.to_string()));
+            answer.problems.push(Problem::Missing(named));
             continue;
         };
         match t.error().map(RDKafkaErrorCode::from) {
             None => {}
             Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
-                answer.problems.push(Problem::Missing(topic.to_string()));
+                answer.problems.push(Problem::Missing(named));
                 continue;
             }
             Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
-                answer.problems.push(Problem::Denied(topic.to_string()));
+                answer.problems.push(Problem::Denied(named));
                 continue;
             }
             Some(code) => {
                 answer.problems.push(Problem::Other {
-                    topic: topic.to_string(),
+                    topic: named,
                     error: format!("{code:?}"),
                 });
                 continue;
             }
         }
         if t.partitions().is_empty() {
-            answer.problems.push(Problem::Missing(topic.to_string()));
+            answer.problems.push(Problem::Missing(named.clone()));
         }
         for p in t.partitions() {
             let leaderless = p.leader() < 0
@@ -82,7 +88,7 @@ pub fn check<C: ClientContext>(client: &Client<C>, topics: &[&str], timeout: Dur
                     .is_some_and(|e| e != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
             if leaderless {
                 answer.problems.push(Problem::NoLeader {
-                    topic: topic.to_string(),
+                    topic: named.clone(),
                     partition: p.id(),
                 });
             } else if p.isr().len() < p.replicas().len() {
@@ -126,7 +132,7 @@ pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result
             Problem::Denied(topic) => {
                 let _ = write!(
                     why,
-                    "kafka denies Describe on topic \"{topic}\" to the bridge's user ({principal}): grant Describe, Read and Write on it (docs/operations.md, ACLs)"
+                    "kafka denies Describe on {topic} to the bridge's user ({principal}): grant Describe, Read and Write on it (docs/kafka.md, ACLs)"
                 );
             }
             Problem::NoLeader { topic, partition } => {
@@ -136,7 +142,7 @@ pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result
                 );
             }
             Problem::Other { topic, error } => {
-                let _ = write!(why, "kafka answers {error} for topic \"{topic}\"");
+                let _ = write!(why, "kafka answers {error} for {topic}");
             }
         }
     }
@@ -147,7 +153,7 @@ pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result
     if !denied.is_empty() {
         return Err(denied
             .iter()
-            .map(|t| format!("kafka denies Write on topic \"{t}\" to the bridge's user ({principal}): grant Write on it (docs/operations.md, ACLs)"))
+            .map(|t| format!("kafka denies Write on {t} to the bridge's user ({principal}): grant Write on it (docs/kafka.md, ACLs)"))
             .collect::<Vec<_>>()
             .join("; "));
     }
@@ -200,11 +206,11 @@ mod tests {
     #[test]
     fn a_denied_topic_names_the_topic_the_operation_and_the_user() {
         let answer = Answer {
-            problems: vec![Problem::Denied("m".into())],
+            problems: vec![Problem::Denied("the member topic \"m\"".into())],
             short: vec![],
         };
         let why = verdict(&answer, &health(), Duration::from_secs(5)).unwrap_err();
-        assert!(why.contains("Describe on topic \"m\""), "{why}");
+        assert!(why.contains("Describe on the member topic \"m\""), "{why}");
         assert!(why.contains("user \"bridge\""), "{why}");
     }
 

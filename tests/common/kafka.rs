@@ -68,6 +68,9 @@ impl Kafka {
     pub fn start(mode: Mode) -> Kafka {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == 0 {
+            remove_left_behind();
+        }
         let dir = std::env::temp_dir().join(format!(
             "fkb-kafka-{}-{}-{n}",
             mode.as_str(),
@@ -287,6 +290,27 @@ impl Kafka {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+    }
+}
+
+/// A cluster shared by a test binary lives in a `static`, which is never
+/// dropped: its folder is removed by the next test process that starts one,
+/// once the process that made it is gone.
+fn remove_left_behind() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("fkb-kafka-") else {
+            continue;
+        };
+        let pid = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 
