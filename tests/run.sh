@@ -94,9 +94,9 @@ if ! "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
 fi
 "$TANSU_BIN" --version
 
-# Apache Kafka's jars, once per machine (a few seconds when cached).
-bash tests/kafka/kafka.sh fetch >/dev/null
-say "Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tests/kafka/pom.xml) is in $(bash tests/kafka/kafka.sh fetch)"
+# Apache Kafka's jars, once per machine (instant when cached).
+kafka_libs=$(bash tests/kafka/kafka.sh fetch)
+say "Apache Kafka's jars (tests/kafka/pom.xml): $kafka_libs"
 
 if ! venv_ready; then
   if [ -d "$venv" ] && [ ! -e "$venv/pyvenv.cfg" ] && [ -n "$(ls -A "$venv")" ]; then

@@ -11,6 +11,8 @@
 #            --no-half --no-memory --no-report (leave BENCHMARKS.md as it is)
 #            --out FILE (results file; default tests/bench/results/results.jsonl)
 #            --half-rate R (the fixed-rate run at R requests/s instead of half the peak)
+#            --kafka single (Apache Kafka's single PLAINTEXT node, tests/kafka/kafka.sh,
+#            instead of tansu; every system connects to it alike)
 #   `baseline` is the bridge built from another commit (BASELINE_BIN, the
 #   binary; tests/bench/compare.sh builds it and runs both in one run).
 #   The bridge inherits the environment, so a variant is one variable away:
@@ -46,20 +48,28 @@ while [ $# -gt 0 ]; do
     --no-report) REPORT=0 ;;
     --out) OUT_ARG=$2; shift ;;
     --half-rate) HALF_RATE=$2; shift ;;
+    --kafka) BENCH_KAFKA=$2; shift
+      # The cluster's clients need SASL_SSL credentials, which the peers'
+      # drivers do not take; soak.sh runs the bridge on the cluster.
+      [ "$BENCH_KAFKA" = single ] || { echo "run.sh: --kafka takes single (the cluster: tests/bench/soak.sh --kafka cluster)" >&2; exit 2; } ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 
 TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
-[ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
+[ -n "${BENCH_KAFKA:-}" ] || [ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
 RESULTS=$ROOT/tests/bench/results
 mkdir -p "$RESULTS"
 OUT=${OUT_ARG:-$RESULTS/results.jsonl}
 : > "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -d "$WORK/kafka" ] && bash tests/kafka/kafka.sh down "$WORK/kafka"
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 source tests/bench/common.sh
@@ -141,7 +151,7 @@ for sys in $SYSTEMS; do
     tree=$(echo "$pid" $(pgrep -P "$pid") | tr ' ' ,)
     line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency "$c" --requests "$(requests_for "$sys")" --seconds "$SECONDS_PER" \
       --users "$users" --dup-rate "$dup" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}" \
-      --cpu "system=$tree" --cpu "broker=$TANSU_PID" --cpu loadgen=self &
+      --cpu "system=$tree" --cpu "broker=${BROKER_PIDS[0]}" --cpu loadgen=self &
       lp=$!; sleep "$(python3 -c "print($SECONDS_PER/2+0.5)")"; echo "RSS $(rss_kib "$pid")" >"$WORK/rss"; wait $lp)
     load_rss=$(awk '{print $2}' "$WORK/rss")
     echo "{\"system\":\"$sys\",\"run\":$run,\"idle_rss_kib\":$idle,\"load_rss_kib\":${load_rss:-0},\"result\":$line}" >>"$OUT"

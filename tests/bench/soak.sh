@@ -10,6 +10,9 @@
 #            minute's worth, at most 1,000,000, so that the memory is full,
 #            and flat, by the warm-up's end) --warmup-minutes W (default 10, or a third of a shorter run)
 #            --out DIR (default tests/bench/results)
+#            --kafka single|cluster (Apache Kafka instead of tansu: one node,
+#            or three brokers over SASL_SSL with SCRAM and ACLs, RF 3,
+#            min.insync.replicas 2; tests/kafka/kafka.sh)
 #
 # The load (tests/bench/soak.rs): the five member types and a raw type, 5 %
 # repeated deliveries, spread evenly over the replicas, at a fixed rate with
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
     --dedup-capacity) DEDUP_CAPACITY=$2; shift ;;
     --warmup-minutes) WARMUP=$2; shift ;;
     --out) OUTDIR=$2; shift ;;
+    --kafka) BENCH_KAFKA=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -53,19 +57,24 @@ done
 WARMUP=${WARMUP:-$(python3 -c "print(min(10, $MINUTES / 3))")}
 
 TANSU=${TANSU_BIN:-/opt/tansu-0.6.0/bin/tansu}
-[ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
+[ -n "${BENCH_KAFKA:-}" ] || [ -x "$TANSU" ] || { echo "tansu not found at $TANSU: run bash tests/run.sh first (it installs it)" >&2; exit 1; }
 mkdir -p "$OUTDIR"
 OUT=$OUTDIR/soak.jsonl
 : > "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  [ -d "$WORK/kafka" ] && bash tests/kafka/kafka.sh down "$WORK/kafka"
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 source tests/bench/common.sh
 
 RUN=soak-$RANDOM
-TOPIC=soak.members.$RUN RAW=soak.raw.$RUN
+# Under the prefix the cluster's ACLs grant the bridge (tests/kafka/kafka.sh).
+TOPIC=feishu.soak.members.$RUN RAW=feishu.soak.raw.$RUN
 create_topics "$TOPIC" "$TOPIC.dlq" "$RAW"
 
 start_replica() { # topic raw-topic -> PID PORT ADMIN
@@ -80,8 +89,8 @@ start_replica() { # topic raw-topic -> PID PORT ADMIN
 
 if [ -z "$RATE" ]; then
   # The peak of one bridge on a topic of its own (c=64, 5 s), as run.sh measures it.
-  create_topics "soak.peak.$RUN" "soak.peak.$RUN.dlq"
-  start_replica soak.peak.$RUN soak.peak.$RUN
+  create_topics "feishu.soak.peak.$RUN" "feishu.soak.peak.$RUN.dlq"
+  start_replica feishu.soak.peak.$RUN feishu.soak.peak.$RUN
   peak=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$PORT" --concurrency 64 --requests 400000 --seconds 5 \
     --encrypt-key "$KEY" --token "$TOKEN" --run-id "peak-$RUN" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["throughput_rps"]))')
   kill "$PID"; wait "$PID" 2>/dev/null || true
@@ -100,12 +109,13 @@ SECS=$(python3 -c "print(int($MINUTES * 60))")
 BLOCK=$(python3 -c "print($WARMUP * 60)")
 "$BIN/feishu-bench-soak" --addrs "127.0.0.1:$A_PORT,127.0.0.1:$B_PORT" --rate "$RATE" --seconds "$SECS" \
   --interval "$INTERVAL" --block-secs "$BLOCK" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$RUN" \
-  --brokers "$BROKERS" --topics "$TOPIC,$RAW,$TOPIC.dlq" >"$WORK/driver.jsonl" &
+  --brokers "$READ_BROKERS" --topics "$TOPIC,$RAW,$TOPIC.dlq" >"$WORK/driver.jsonl" &
 DRIVER=$!
 PIDS+=("$DRIVER")
 
 # CPU seconds (user + system) a process has used.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+broker_cpu_secs() { local p; for p in "${BROKER_PIDS[@]}"; do cpu_secs "$p"; echo; done | awk '{t += $1} END {printf "%.2f", t}'; }
 sample() { # name pid admin-port
   local fds threads rss entries
   fds=$(ls "/proc/$2/fd" 2>/dev/null | wc -l)
@@ -128,7 +138,7 @@ while kill -0 "$DRIVER" 2>/dev/null; do
   grep -q '"summary"' "$WORK/driver.jsonl" 2>/dev/null && break
   now=$(($(date +%s) - T0))
   [ $((now + 2)) -lt "$SECS" ] || continue
-  echo "{\"sample\":{\"t\":$now,$(sample a "$A_PID" "$A_ADMIN"),$(sample b "$B_PID" "$B_ADMIN"),\"broker_rss_kib\":$(rss_kib "$TANSU_PID"),\"broker_cpu_s\":$(cpu_secs "$TANSU_PID")}}" >>"$OUT"
+  echo "{\"sample\":{\"t\":$now,$(sample a "$A_PID" "$A_ADMIN"),$(sample b "$B_PID" "$B_ADMIN"),\"broker_rss_kib\":$(broker_rss_kib),\"broker_cpu_s\":$(broker_cpu_secs)}}" >>"$OUT"
   [ $((now % 300)) -lt "$INTERVAL" ] && tail -n 1 "$WORK/driver.jsonl" | sed 's/^/  /'
 done
 wait "$DRIVER"

@@ -55,7 +55,7 @@ def main():
                              ("broker", lambda s: s["broker_cpu_s"])):
             print(f"  {name} CPU: {cores(key_of, i0):.2f} cores after the warm-up -> {cores(key_of, i1):.2f} at the end")
     if after:
-        print(f"  broker RSS: {after[0]['broker_rss_kib']} -> {after[-1]['broker_rss_kib']} KiB (not judged: tansu keeps every record in memory)")
+        print(f"  broker RSS: {after[0]['broker_rss_kib']} -> {after[-1]['broker_rss_kib']} KiB (not judged: tansu keeps every record in memory, Kafka's JVMs size their heaps themselves)")
     statuses = summary["statuses"]
     bad = {k: v for k, v in statuses.items() if k != "200"}
     print(f"  answers {statuses}, transport errors {summary['transport_errors']}, repeated deliveries {summary['repeats']}")
@@ -167,7 +167,7 @@ def plot(samples, windows, png, warm):
     if samples and "broker_cpu_s" in samples[0]:
         ct = t[1:]
         for name, key_of in (("replica a", lambda s: s["a"]["cpu_s"]), ("replica b", lambda s: s["b"]["cpu_s"]),
-                             ("broker (tansu)", lambda s: s["broker_cpu_s"])):
+                             ("broker", lambda s: s["broker_cpu_s"])):
             ax[4].plot(ct, [(key_of(b) - key_of(a)) / max(b["t"] - a["t"], 1) for a, b in zip(samples, samples[1:])], label=name)
     ax[4].set_ylabel("CPU cores")
     ax[4].set_xlabel("minutes")
