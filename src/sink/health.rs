@@ -16,7 +16,8 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{error, warn};
 
-use super::{Destination, PublishError};
+use super::destination::Destination;
+use super::error::PublishError;
 
 /// A client-wide error is part of readiness's answer for this long.
 const CLIENT_ERROR_RELEVANT: Duration = Duration::from_secs(120);

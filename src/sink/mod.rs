@@ -1,6 +1,7 @@
 //! The Kafka side: one shared idempotent producer, keyed records, answers
 //! only after the broker's acknowledgement, and typed delivery errors.
 
+mod destination;
 mod error;
 mod health;
 mod topics;
@@ -22,45 +23,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use prometheus::{Histogram, IntCounterVec};
 
+pub use destination::Destination;
 pub use error::PublishError;
 pub use health::{ClientError, KafkaHealth, Observer, Principal};
-
-/// Where a message goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Destination {
-    /// Member records (`KAFKA_TOPIC`).
-    Record,
-    DeadLetter,
-    /// Raw records (`BRIDGE_RAW_TOPIC`).
-    Raw,
-}
-
-impl Destination {
-    pub const ALL: [Destination; 3] = [
-        Destination::Record,
-        Destination::DeadLetter,
-        Destination::Raw,
-    ];
-
-    /// What the topic is, in readiness's words.
-    pub fn role(self) -> &'static str {
-        match self {
-            Destination::Record => "member",
-            Destination::DeadLetter => "dead-letter",
-            Destination::Raw => "raw",
-        }
-    }
-
-    /// The `destination` label of the metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Destination::Record => "record",
-            Destination::DeadLetter => "dead_letter",
-            Destination::Raw => "raw",
-        }
-    }
-}
 
 /// A message ready to be produced.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use rdkafka::client::{Client, ClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::KafkaHealth;
+use super::health::KafkaHealth;
 
 /// Why a topic cannot be written. A topic is named with its role, as
 /// ``the dead-letter topic "x.dlq"``.
@@ -200,8 +200,8 @@ pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::destination::Destination;
     use crate::sink::health::test_health as health;
-    use crate::sink::Destination;
 
     #[test]
     fn a_denied_topic_names_the_topic_the_operation_and_the_user() {
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_failed_record_with_the_isr_short_is_not_ready_until_the_isr_is_full() {
-        use crate::sink::PublishError;
+        use crate::sink::error::PublishError;
         use rdkafka::error::RDKafkaErrorCode;
         let h = health();
         h.enqueued();
