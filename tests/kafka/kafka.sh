@@ -59,8 +59,10 @@ cmd_fetch() {
   say "fetching Apache Kafka $KAFKA_VERSION and its dependencies with Maven into $libs (once per machine)"
   rm -rf "$libs.tmp"
   mkdir -p "$libs.tmp"
+  # Maven's own output only when it fails.
   mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$libs.tmp" >&2
+    -DincludeScope=runtime -DoutputDirectory="$libs.tmp" >"$libs.log" 2>&1 \
+    || { cat "$libs.log" >&2; die "Maven could not fetch Apache Kafka $KAFKA_VERSION (log above)"; }
   rm -rf "$libs"
   mv "$libs.tmp" "$libs"
   echo "$want" >"$stamp"
