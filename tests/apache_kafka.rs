@@ -115,18 +115,7 @@ fn properties_file(kafka: &Kafka, dir: &pod::TempDir) -> std::path::PathBuf {
 /// The bridge with the documented properties in a file, as a Secret's
 /// `kafka.properties` would hold them.
 fn start_bridge(kafka: &Kafka, dir: &pod::TempDir, topic: &str, extra: &[(&str, &str)]) -> Bridge {
-    let file = dir
-        .0
-        .join(format!("kafka-{}.properties", rand::random::<u32>()));
-    std::fs::write(
-        &file,
-        documented_properties(
-            kafka.env("KAFKA_BRIDGE_USER"),
-            &bridge_password(kafka),
-            Some(kafka.env("KAFKA_CA")),
-        ),
-    )
-    .unwrap();
+    let file = properties_file(kafka, dir);
     let mut env = vec![("KAFKA_PROPERTIES_FILE", file.to_str().unwrap())];
     env.extend_from_slice(extra);
     Bridge::start(&kafka.bootstrap(), topic, &env)
