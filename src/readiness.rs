@@ -57,7 +57,14 @@ impl Readiness {
         }
     }
 
+    /// The same question as [`Readiness::not_ready_because`], without
+    /// writing the answer out.
     pub fn is_ready(&self) -> bool {
-        self.not_ready_because().is_none()
+        self.kafka
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+            && self.dedup.is_complete()
+            && (!self.require_long_connection || self.long_connection.load(Ordering::Relaxed))
     }
 }

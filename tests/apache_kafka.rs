@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::kafka::{Kafka, Mode};
+use common::kafka::{joined, Kafka, Mode};
 use common::openapi_stand_in::{OpenApiStandIn, APP_ID, APP_SECRET};
 use common::*;
 use serde_json::{json, Value};
@@ -119,15 +119,6 @@ fn start_bridge(kafka: &Kafka, dir: &pod::TempDir, topic: &str, extra: &[(&str, 
     let mut env = vec![("KAFKA_PROPERTIES_FILE", file.to_str().unwrap())];
     env.extend_from_slice(extra);
     Bridge::start(&kafka.bootstrap(), topic, &env)
-}
-
-/// Properties as `KAFKA_PROPERTIES` takes them.
-fn joined(properties: &[(String, String)]) -> String {
-    properties
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 fn read_back(kafka: &Kafka, topic: &str, expect: usize) -> Vec<Record> {

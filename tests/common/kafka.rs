@@ -281,16 +281,21 @@ impl Kafka {
         if self.mode == Mode::Single {
             return String::new();
         }
-        self.sasl_ssl(
+        joined(&self.sasl_ssl(
             self.env("KAFKA_BRIDGE_USER"),
             self.env("KAFKA_BRIDGE_PASSWORD"),
             self.env("KAFKA_CA"),
-        )
+        ))
+    }
+}
+
+/// Properties as `KAFKA_PROPERTIES` takes them: `k=v,k=v`.
+pub fn joined(properties: &[(String, String)]) -> String {
+    properties
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-    }
 }
 
 /// A cluster shared by a test binary lives in a `static`, which is never
