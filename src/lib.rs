@@ -12,6 +12,7 @@ pub mod cloudevents;
 pub mod config;
 pub mod dedup;
 pub mod demo;
+pub mod fence;
 pub mod follower;
 pub mod ingress;
 pub mod longconn;
@@ -129,6 +130,7 @@ pub async fn run(
     let readiness_task = tokio::spawn(watch_readiness(
         sink.clone(),
         readiness.clone(),
+        pipeline.dedup().clone(),
         metrics.clone(),
         config.readiness_interval,
         (config.publish_deadline * 2).max(std::time::Duration::from_secs(1)),
@@ -279,10 +281,12 @@ fn raw_types(routing: &routing::Routing) -> String {
 /// Asks Kafka whether the routed topics can be written, and publishes the
 /// answer (with its reason) as readiness. Records that wait for their
 /// acknowledgement longer than twice the publish deadline count as "cannot
-/// be written": Feishu is being answered 503 meanwhile.
+/// be written": Feishu is being answered 503 meanwhile. Whether every
+/// partition can commit holds or releases claims ([`fence`]).
 async fn watch_readiness(
     sink: Sink,
     readiness: Arc<Readiness>,
+    dedup: Dedup,
     metrics: Metrics,
     interval: std::time::Duration,
     stall: std::time::Duration,
@@ -293,13 +297,28 @@ async fn watch_readiness(
     const RELOG: std::time::Duration = std::time::Duration::from_secs(30);
     let mut was: Option<Result<(), String>> = None;
     let mut logged = std::time::Instant::now();
+    // Asked apart from the rounds below: a broker that does not answer
+    // DescribeConfigs must not slow readiness down.
+    let asking = sink.clone();
+    let _min_insync = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            asking.refresh_min_insync().await;
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    }));
     loop {
         let s = sink.clone();
-        let state = tokio::task::spawn_blocking(move || {
+        let answer = tokio::task::spawn_blocking(move || {
             s.writable(interval.max(std::time::Duration::from_secs(1)), stall)
         })
-        .await
-        .unwrap_or_else(|e| Err(format!("the readiness check failed: {e}")));
+        .await;
+        let state = match answer {
+            Ok(answer) => {
+                fence::observe(&dedup, answer.commits.as_ref(), &metrics);
+                answer.ready
+            }
+            Err(e) => Err(format!("the readiness check failed: {e}")),
+        };
         readiness.set_kafka(state.clone());
         metrics.ready.set(readiness.is_ready() as i64);
         let flipped = was.as_ref().map(Result::is_ok) != Some(state.is_ok());
@@ -317,6 +336,15 @@ async fn watch_readiness(
             _ = tokio::time::sleep(interval) => {}
             _ = stopping.notified() => return,
         }
+    }
+}
+
+/// A background task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

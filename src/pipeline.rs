@@ -46,6 +46,8 @@ pub enum Unavailable {
     EarlierCopyFailed,
     #[error("the deduplication memory is still being read back from Kafka (warm start)")]
     WarmingUp,
+    #[error("kafka cannot commit records, or the deduplication memory is still reading what it committed on its return")]
+    CatchingUp,
     #[error(
         "an earlier event of the same chat was not handed to Kafka within the publish deadline"
     )]
@@ -132,6 +134,7 @@ impl Pipeline {
         match self.dedup.claim(&event_id) {
             Claim::Published => Answer::Duplicate,
             Claim::Incomplete => Answer::Unavailable(Unavailable::WarmingUp),
+            Claim::Behind => Answer::Unavailable(Unavailable::CatchingUp),
             Claim::InFlight(rx) => {
                 // Not published by this copy: the chat's next event may go.
                 turn.release();

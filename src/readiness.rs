@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, Position};
 
 /// Until the first answer from Kafka.
 const KAFKA_NOT_ASKED: &str = "kafka has not been asked yet whether the topics can be written";
@@ -50,6 +50,8 @@ impl Readiness {
             )))
         } else if !self.dedup.is_complete() {
             Some("the dedup memory is being read back from Kafka (warm start)".into())
+        } else if let Some(why) = behind(self.dedup.position()) {
+            Some(why.into())
         } else if self.require_long_connection && !self.long_connection.load(Ordering::Relaxed) {
             Some("the long connection to Feishu is not established".into())
         } else {
@@ -65,6 +67,18 @@ impl Readiness {
             .unwrap_or_else(|e| e.into_inner())
             .is_none()
             && self.dedup.is_complete()
+            && self.dedup.position() == Position::CaughtUp
             && (!self.require_long_connection || self.long_connection.load(Ordering::Relaxed))
+    }
+}
+
+/// Why claims wait although Kafka answers (crate::fence).
+fn behind(position: Position) -> Option<&'static str> {
+    match position {
+        Position::CaughtUp => None,
+        Position::Held => Some("kafka could not commit records; claims wait until it can"),
+        Position::CatchingUp => Some(
+            "the dedup memory is reading what kafka committed on its return (to the high watermark)",
+        ),
     }
 }

@@ -28,7 +28,11 @@
 //! timestamp. Until its warm start has read the topics, the memory is
 //! *incomplete* ([`Dedup::incomplete`]) and a claim answers
 //! [`Claim::Incomplete`]: it cannot tell a retry from a first delivery.
+//! The same holds while Kafka cannot commit records and until the follower
+//! has read what the cluster committed on its return ([`behind`]): a claim
+//! then answers [`Claim::Behind`].
 
+mod behind;
 mod remembered;
 
 use std::collections::hash_map::RandomState;
@@ -40,6 +44,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+use behind::Behind;
+pub use behind::Position;
 use remembered::Remembered;
 
 /// Outcome of the first copy of an event_id, as seen by later copies.
@@ -62,6 +68,9 @@ pub enum Claim {
     /// The memory is still being read back from Kafka: whether this id was
     /// published is unknown, so it must not be published now.
     Incomplete,
+    /// Kafka could not commit records lately, and the records it commits
+    /// on its return are not all read yet: the same unknown.
+    Behind,
 }
 
 struct Inner {
@@ -77,6 +86,9 @@ struct Inner {
     /// to the few that wait for it (the long connection before dialling).
     complete: AtomicBool,
     completed: watch::Sender<bool>,
+    /// Whether a follower feeds the memory (it can catch up with the log).
+    followed: bool,
+    behind: Behind,
 }
 
 #[derive(Clone)]
@@ -107,6 +119,8 @@ impl Dedup {
                 ttl_secs: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
                 complete: AtomicBool::new(complete),
                 completed: watch::channel(complete).0,
+                followed: !complete,
+                behind: Behind::default(),
             }),
         }
     }
@@ -154,10 +168,18 @@ impl Dedup {
 
     /// Atomically claims `event_id`: exactly one concurrent caller becomes the owner.
     pub fn claim(&self, event_id: &str) -> Claim {
-        if !self.is_complete() {
-            return Claim::Incomplete;
-        }
         let key = self.inner.key(event_id);
+        // An id known to be published is a duplicate even while the memory
+        // cannot vouch for the ids it does not know.
+        if !self.is_complete() || self.inner.behind.is_behind() {
+            return if self.inner.is_published(key) {
+                Claim::Published
+            } else if !self.is_complete() {
+                Claim::Incomplete
+            } else {
+                Claim::Behind
+            };
+        }
         let mut in_flight = self.inner.lock();
         if let Some(slot) = in_flight.get(&key) {
             if slot.borrow().is_none() {
@@ -177,6 +199,39 @@ impl Dedup {
             slot,
             settled: false,
         })
+    }
+
+    /// Kafka cannot commit records: claims are refused from now on. True
+    /// when this starts a hold.
+    pub fn hold(&self) -> bool {
+        self.inner.behind.hold()
+    }
+
+    /// Kafka commits again: claims stay refused until the follower has read
+    /// every partition to its high watermark ([`Dedup::caught_up`]), or are
+    /// answered at once when no follower feeds this memory. True when this
+    /// ends a hold.
+    pub fn catch_up(&self) -> bool {
+        if self.inner.followed {
+            self.inner.behind.catch_up()
+        } else {
+            self.inner.behind.release()
+        }
+    }
+
+    /// The catch-up the follower owes, by generation.
+    pub fn catch_up_wanted(&self) -> Option<u64> {
+        self.inner.behind.wanted()
+    }
+
+    /// The follower read to the high watermark for `generation`: claims are
+    /// answered again unless a newer hold began. True when it opened.
+    pub fn caught_up(&self, generation: u64) -> bool {
+        self.inner.behind.caught_up(generation)
+    }
+
+    pub fn position(&self) -> Position {
+        self.inner.behind.position()
     }
 
     /// Ids remembered (published, possibly expired but not yet evicted) or in flight.

@@ -14,7 +14,8 @@
 //!   answers it with the earliest offset). When the range holds more records
 //!   than the capacity, each partition is read only for its newest share, so
 //!   the newest ids win. Until the range is read, or the budget runs out, the
-//!   memory is incomplete: claims are refused (503 / `{"code":500}`) and the
+//!   memory is incomplete: claims of ids not read yet are refused (503 /
+//!   `{"code":500}`; an id already read is a duplicate) and the
 //!   replica is not ready. Past the budget the replica becomes ready anyway
 //!   (availability over a perfect memory), says so in a warning and a metric,
 //!   and keeps reading the rest in the background.
@@ -28,6 +29,7 @@
 //! work (a header lookup and a hash per record) must not compete with the
 //! request path's Tokio workers for scheduling.
 
+mod catch_up;
 mod learner;
 mod plan;
 
@@ -277,10 +279,12 @@ impl Follower {
         }
 
         let mut last_refresh = Instant::now();
+        let mut catching_up = None;
         while !stopped() {
             if let Some(Ok(msg)) = self.consumer.poll(POLL) {
                 self.learner.take(&msg);
             }
+            self.catch_up_step(&mut catching_up);
             if last_report.elapsed() >= REPORT_EVERY {
                 self.report_lag();
                 last_report = Instant::now();

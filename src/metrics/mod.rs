@@ -175,6 +175,9 @@ pub struct FollowerMetrics {
     pub lag_seconds: GaugeVec,
     pub last_poll: Gauge,
     pub delay: Histogram,
+    /// Holds: Kafka could not commit, claims refused until caught up.
+    pub holds: IntCounter,
+    pub behind: IntGauge,
 }
 
 /// Values of `dedup_ids_learned_total`'s `source` label.
@@ -402,6 +405,16 @@ impl Metrics {
                 .buckets(FOLLOWER_DELAY_BUCKETS.to_vec()),
             )
             .expect("metric"),
+            holds: IntCounter::new(
+                "dedup_holds_total",
+                "Times Kafka could not commit records (replicas in sync below min.insync.replicas, or a partition without a leader) and claims were refused until the follower had read what Kafka committed on its return",
+            )
+            .expect("metric"),
+            behind: IntGauge::new(
+                "dedup_behind",
+                "1 while claims are refused because Kafka cannot commit records or the follower has not yet read what it committed on its return",
+            )
+            .expect("metric"),
         };
 
         for c in [
@@ -431,6 +444,8 @@ impl Metrics {
             Box::new(follower.lag_seconds.clone()),
             Box::new(follower.last_poll.clone()),
             Box::new(follower.delay.clone()),
+            Box::new(follower.holds.clone()),
+            Box::new(follower.behind.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }

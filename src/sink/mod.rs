@@ -4,6 +4,7 @@
 mod destination;
 mod error;
 mod health;
+mod min_insync;
 mod topics;
 
 use std::time::{Duration, Instant};
@@ -26,6 +27,17 @@ use prometheus::{Histogram, IntCounterVec};
 pub use destination::Destination;
 pub use error::PublishError;
 pub use health::{ClientError, KafkaHealth, Observer, Principal};
+use min_insync::MinInsync;
+
+/// Readiness's answer from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writable {
+    /// `Ok` when the bridge can write; else why not, for an operator.
+    pub ready: Result<(), String>,
+    /// Whether every partition of the written topics can commit records
+    /// (`Err`: which cannot); `None` when metadata did not answer.
+    pub commits: Option<Result<(), String>>,
+}
 
 /// A message ready to be produced.
 #[derive(Debug)]
@@ -129,6 +141,7 @@ pub struct Sink {
     producer: Arc<RwLock<BridgeProducer>>,
     config: Arc<ClientConfig>,
     metadata: Arc<BaseConsumer<Observer>>,
+    min_insync: Arc<MinInsync>,
     health: Arc<KafkaHealth>,
     /// Whether the producer itself has learnt both topics' partitions.
     warmed: Arc<AtomicBool>,
@@ -185,10 +198,18 @@ impl Sink {
                     client: "readiness",
                 },
             )?;
+        let min_insync = MinInsync::new(
+            &reader_config(config, "feishu-kafka-bridge-admin"),
+            Observer {
+                health: health.clone(),
+                client: "admin",
+            },
+        )?;
         Ok(Sink {
             producer: Arc::new(RwLock::new(producer)),
             config: Arc::new(producer_config),
             metadata: Arc::new(metadata),
+            min_insync: Arc::new(min_insync),
             health,
             warmed: Arc::new(AtomicBool::new(false)),
             topic: config.topic.clone(),
@@ -324,12 +345,21 @@ impl Sink {
         topics
     }
 
-    /// Whether the bridge can write: `Ok` when Kafka answers metadata with
-    /// a leader for every partition of every routed topic, no write was
-    /// denied since the last acknowledged one, and records do not wait
-    /// longer than `stall` for an acknowledgement; otherwise why not, in
-    /// words an operator can act on. Blocking: call from a blocking thread.
-    pub fn writable(&self, timeout: Duration, stall: Duration) -> Result<(), String> {
+    /// Asks the cluster for the written topics' `min.insync.replicas` when
+    /// the last answer is old enough (a few minutes).
+    pub async fn refresh_min_insync(&self) {
+        let topics = self.required_topics();
+        let names: Vec<&str> = topics.iter().map(|(_, t)| *t).collect();
+        self.min_insync.refresh(&names).await;
+    }
+
+    /// Whether the bridge can write: ready when Kafka answers metadata with
+    /// a leader for every partition of every routed topic, enough replicas
+    /// in sync to commit, no write was denied since the last acknowledged
+    /// one, and records do not wait longer than `stall` for an
+    /// acknowledgement; otherwise why not, in words an operator can act on.
+    /// Blocking: call from a blocking thread.
+    pub fn writable(&self, timeout: Duration, stall: Duration) -> Writable {
         let topics = self.required_topics();
         let answer = if !self.warmed.load(Ordering::Relaxed) {
             // Until the first success, ask through the producer: the answer
@@ -352,7 +382,11 @@ impl Sink {
             }
             answer
         };
-        topics::verdict(&answer, &self.health, stall)
+        let min_insync = self.min_insync.known();
+        Writable {
+            ready: topics::verdict(&answer, &min_insync, &self.health, stall),
+            commits: topics::commits(&answer, &min_insync, &self.health),
+        }
     }
 
     /// Waits for every queued message to be acknowledged or to fail. Blocking.
@@ -484,6 +518,7 @@ mod tests {
         assert_eq!(metrics.producer_replaced.get(), 1);
         assert!(sink
             .writable(Duration::from_secs(5), Duration::from_secs(5))
+            .ready
             .is_ok());
     }
 

@@ -3,6 +3,7 @@
 //! partition have a leader; and what the answer, with what the clients
 //! have seen ([`KafkaHealth`]), says to an operator.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -109,7 +110,12 @@ fn describe(e: &KafkaError) -> String {
 }
 
 /// `Ok` when the bridge can write; else why not, most telling cause first.
-pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result<(), String> {
+pub fn verdict(
+    answer: &Answer,
+    min_insync: &HashMap<String, usize>,
+    health: &KafkaHealth,
+    stall: Duration,
+) -> Result<(), String> {
     let principal = health.principal();
     let mut why = String::new();
     for problem in &answer.problems {
@@ -157,17 +163,9 @@ pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result
             .collect::<Vec<_>>()
             .join("; "));
     }
-    let short = || {
-        let short: Vec<String> = answer
-            .short
-            .iter()
-            .map(|(t, p, isr, all)| format!("{t}[{p}] {isr} of {all}"))
-            .collect();
-        format!(
-            "replicas in sync: {}: fewer than the topic's min.insync.replicas refuses writes with acks=all",
-            short.join(", ")
-        )
-    };
+    if let Some(Err(why)) = commits(answer, min_insync, health) {
+        return Err(why);
+    }
     if let Some((waiting, since)) = health.stalled(stall) {
         let _ = write!(
             why,
@@ -175,26 +173,77 @@ pub fn verdict(answer: &Answer, health: &KafkaHealth, stall: Duration) -> Result
             since.as_secs_f64()
         );
         if !answer.short.is_empty() {
-            let _ = write!(why, "; {}", short());
+            let _ = write!(why, "; replicas in sync: {}", short(answer));
         }
         if let Some(client) = health.recent_error() {
             let _ = write!(why, "; {}", health.describe(&client));
         }
         return Err(why);
     }
-    // Between Feishu's retries no record may be waiting: while the last
-    // one failed and the ISR is still short, the cluster still cannot take
-    // records. (Not while the ISR is full: with no traffic, which a
-    // replica out of the Service gets, nothing would clear it.)
-    if let Some(error) = health.failing() {
-        if !answer.short.is_empty() {
-            return Err(format!(
-                "the last record failed ({error}) and none was acknowledged since; {}",
-                short()
+    Ok(())
+}
+
+/// The partitions with replicas out of sync, as `t[p] 1 of 3`.
+fn short(answer: &Answer) -> String {
+    answer
+        .short
+        .iter()
+        .map(|(t, p, isr, all)| format!("{t}[{p}] {isr} of {all}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether every partition of the written topics can commit records now;
+/// `Err` says which cannot. `None` when metadata did not answer (nothing is
+/// known). A partition cannot when it has no leader, or when fewer replicas
+/// are in sync than its topic's `min.insync.replicas` (`min_insync`, when
+/// the cluster told it); for a topic whose setting is unknown, a record
+/// that failed while replicas are out of sync is the only sign.
+pub fn commits(
+    answer: &Answer,
+    min_insync: &HashMap<String, usize>,
+    health: &KafkaHealth,
+) -> Option<Result<(), String>> {
+    let mut cannot: Vec<String> = Vec::new();
+    for problem in &answer.problems {
+        match problem {
+            Problem::NoAnswer(_) => return None,
+            Problem::NoLeader { topic, partition } => {
+                cannot.push(format!("partition {partition} of {topic} has no leader"))
+            }
+            _ => {}
+        }
+    }
+    for (t, p, isr, all) in &answer.short {
+        if let Some(min) = min_insync.get(t).filter(|min| isr < min) {
+            cannot.push(format!(
+                "{t}[{p}] {isr} of {all} in sync, fewer than its min.insync.replicas ({min})"
             ));
         }
     }
-    Ok(())
+    if !cannot.is_empty() {
+        return Some(Err(format!(
+            "{}: kafka refuses writes with acks=all",
+            cannot.join(", ")
+        )));
+    }
+    let unknown_short = answer
+        .short
+        .iter()
+        .any(|(t, ..)| !min_insync.contains_key(t));
+    if unknown_short {
+        // Between Feishu's retries no record may be waiting: while the last
+        // one failed and the ISR is still short, the cluster still cannot
+        // take records. (Not while the ISR is full: with no traffic, which
+        // a replica out of the Service gets, nothing would clear it.)
+        if let Some(error) = health.failing() {
+            return Some(Err(format!(
+                "the last record failed ({error}) and none was acknowledged since; replicas in sync: {}: fewer than the topic's min.insync.replicas refuses writes with acks=all",
+                short(answer)
+            )));
+        }
+    }
+    Some(Ok(()))
 }
 
 #[cfg(test)]
@@ -203,13 +252,63 @@ mod tests {
     use crate::sink::destination::Destination;
     use crate::sink::health::test_health as health;
 
+    /// No topic's min.insync.replicas known.
+    fn none() -> HashMap<String, usize> {
+        HashMap::new()
+    }
+
+    #[test]
+    fn fewer_in_sync_than_the_known_minimum_cannot_commit_with_or_without_a_failure() {
+        let h = health();
+        let min: HashMap<String, usize> = [("m".to_owned(), 2)].into();
+        let one = Answer {
+            problems: vec![],
+            short: vec![("m".into(), 0, 1, 3)],
+        };
+        let why = commits(&one, &min, &h).unwrap().unwrap_err();
+        assert!(
+            why.contains("m[0] 1 of 3 in sync") && why.contains("min.insync.replicas (2)"),
+            "{why}"
+        );
+        assert_eq!(verdict(&one, &min, &h, Duration::from_secs(5)), Err(why));
+        // Two of three in sync: writes commit, even after a failed record.
+        let two = Answer {
+            problems: vec![],
+            short: vec![("m".into(), 0, 2, 3)],
+        };
+        h.enqueued();
+        h.settled(
+            Destination::Record,
+            Err(Some(&crate::sink::error::PublishError::Retriable {
+                code: rdkafka::error::RDKafkaErrorCode::RequestTimedOut,
+            })),
+        );
+        assert_eq!(commits(&two, &min, &h), Some(Ok(())));
+        // Unknown minimum: the failed record with replicas out of sync is the sign.
+        assert!(matches!(commits(&two, &none(), &h), Some(Err(_))));
+        // No leader cannot commit; no answer says nothing.
+        let leaderless = Answer {
+            problems: vec![Problem::NoLeader {
+                topic: "the member topic \"m\"".into(),
+                partition: 1,
+            }],
+            short: vec![],
+        };
+        assert!(matches!(commits(&leaderless, &min, &h), Some(Err(_))));
+        let silent = Answer {
+            problems: vec![Problem::NoAnswer("timed out".into())],
+            short: vec![],
+        };
+        assert_eq!(commits(&silent, &min, &h), None);
+    }
+
     #[test]
     fn a_denied_topic_names_the_topic_the_operation_and_the_user() {
         let answer = Answer {
             problems: vec![Problem::Denied("the member topic \"m\"".into())],
             short: vec![],
         };
-        let why = verdict(&answer, &health(), Duration::from_secs(5)).unwrap_err();
+        let why = verdict(&answer, &none(), &health(), Duration::from_secs(5)).unwrap_err();
         assert!(why.contains("Describe on the member topic \"m\""), "{why}");
         assert!(why.contains("user \"bridge\""), "{why}");
     }
@@ -222,11 +321,11 @@ mod tests {
             problems: vec![],
             short: vec![("m".into(), 0, 1, 3)],
         };
-        let why = verdict(&answer, &h, Duration::ZERO).unwrap_err();
+        let why = verdict(&answer, &none(), &h, Duration::ZERO).unwrap_err();
         assert!(why.contains("acknowledged no record"), "{why}");
         assert!(why.contains("m[0] 1 of 3"), "{why}");
         h.settled(Destination::Record, Ok(()));
-        assert_eq!(verdict(&answer, &h, Duration::ZERO), Ok(()));
+        assert_eq!(verdict(&answer, &none(), &h, Duration::ZERO), Ok(()));
     }
 
     #[test]
@@ -243,13 +342,13 @@ mod tests {
             problems: vec![],
             short: vec![("m".into(), 0, 1, 3)],
         };
-        let why = verdict(&short, &h, Duration::from_secs(5)).unwrap_err();
+        let why = verdict(&short, &none(), &h, Duration::from_secs(5)).unwrap_err();
         assert!(
             why.contains("last record failed") && why.contains("m[0] 1 of 3"),
             "{why}"
         );
         assert_eq!(
-            verdict(&Answer::default(), &h, Duration::from_secs(5)),
+            verdict(&Answer::default(), &none(), &h, Duration::from_secs(5)),
             Ok(())
         );
     }

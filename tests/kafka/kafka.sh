@@ -320,7 +320,7 @@ cmd_acls() {
   local acl=(org.apache.kafka.tools.AclCommand --add --resource-pattern-type prefixed)
   local pids=()
   cmd_tool "$dir" "${acl[@]}" --allow-principal User:bridge \
-    --operation Write --operation Read --operation Describe --topic "$prefix" >/dev/null & pids+=($!)
+    --operation Write --operation Read --operation Describe --operation DescribeConfigs --topic "$prefix" >/dev/null & pids+=($!)
   cmd_tool "$dir" "${acl[@]}" --allow-principal User:bridge \
     --operation Describe --operation Read --group feishu-kafka-bridge. >/dev/null & pids+=($!)
   cmd_tool "$dir" "${acl[@]}" --allow-principal User:reader \
