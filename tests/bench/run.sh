@@ -11,8 +11,11 @@
 #            --no-half --no-memory --no-report (leave BENCHMARKS.md as it is)
 #            --out FILE (results file; default tests/bench/results/results.jsonl)
 #            --half-rate R (the fixed-rate run at R requests/s instead of half the peak)
-#            --kafka single (Apache Kafka's single PLAINTEXT node, tests/kafka/kafka.sh,
-#            instead of tansu; every system connects to it alike)
+#            --kafka single|cluster (Apache Kafka instead of tansu, tests/kafka/kafka.sh:
+#            one PLAINTEXT node, or three brokers over SASL_SSL with SCRAM and ACLs,
+#            RF 3, min.insync.replicas 2; every system connects to it alike, as
+#            the bridge's user on the cluster, and the drivers read back through
+#            its PLAINTEXT admin listener)
 #   `baseline` is the bridge built from another commit (BASELINE_BIN, the
 #   binary; tests/bench/compare.sh builds it and runs both in one run).
 #   The bridge inherits the environment, so a variant is one variable away:
@@ -49,9 +52,7 @@ while [ $# -gt 0 ]; do
     --out) OUT_ARG=$2; shift ;;
     --half-rate) HALF_RATE=$2; shift ;;
     --kafka) BENCH_KAFKA=$2; shift
-      # The cluster's clients need SASL_SSL credentials, which the peers'
-      # drivers do not take; soak.sh runs the bridge on the cluster.
-      [ "$BENCH_KAFKA" = single ] || { echo "run.sh: --kafka takes single (the cluster: tests/bench/soak.sh --kafka cluster)" >&2; exit 2; } ;;
+      case "$BENCH_KAFKA" in single|cluster) ;; *) echo "run.sh: --kafka takes single or cluster" >&2; exit 2 ;; esac ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -74,6 +75,21 @@ trap cleanup EXIT
 
 source tests/bench/common.sh
 
+# What the peers connect with: on the cluster, the bridge's user over
+# SASL_SSL; on Apache Kafka the Node peer's producer is idempotent, as the
+# bridge's is (tansu 0.6 refuses kafkajs's InitProducerId).
+PEER_ENV=()
+if [ -n "${BENCH_KAFKA:-}" ]; then
+  PEER_ENV+=(NODE_IDEMPOTENT=1)
+  if [ "$BENCH_KAFKA" = cluster ]; then
+    PEER_ENV+=(KAFKA_SASL_MECHANISM="$(kafka_env KAFKA_SASL_MECHANISM)" KAFKA_SASL_USERNAME="$(kafka_env KAFKA_BRIDGE_USER)"
+      KAFKA_SASL_PASSWORD="$(kafka_env KAFKA_BRIDGE_PASSWORD)" KAFKA_SSL_CA="$(kafka_env KAFKA_CA)")
+  fi
+fi
+# The cluster's ACLs grant the bridge's user topics under this prefix.
+TOPIC_PREFIX=bench
+[ "${BENCH_KAFKA:-}" = cluster ] && TOPIC_PREFIX=$(kafka_env KAFKA_TOPIC_PREFIX)bench
+
 # The bridge and its baseline: the same service, another build.
 is_bridge() { [ "$1" = bridge ] || [ "$1" = baseline ]; }
 
@@ -91,11 +107,11 @@ start_system() { # name port topic -> pid of the server (the bridge's admin port
     bare)
       BRIDGE_LISTEN=127.0.0.1:$port "$BIN/feishu-bench-bare" >"$WORK/$name.log" 2>&1 & ;;
     python)
-      KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN \
+      env "${PEER_ENV[@]}" KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN \
         "$VENV/bin/gunicorn" -w "$(nproc)" -b "127.0.0.1:$port" --chdir tests/bench/peers --log-level warning \
         python_bridge:app >"$WORK/$name.log" 2>&1 & ;;
     node)
-      PORT=$port KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN \
+      env "${PEER_ENV[@]}" PORT=$port KAFKA_BROKERS=$BROKERS KAFKA_TOPIC=$topic FEISHU_ENCRYPT_KEY=$KEY FEISHU_VERIFICATION_TOKEN=$TOKEN \
         node tests/bench/peers/node_bridge.js >"$WORK/$name.log" 2>&1 & ;;
   esac
   echo $!
@@ -106,7 +122,7 @@ start_system() { # name port topic -> pid of the server (the bridge's admin port
 POINT=0
 fresh_system() { # name
   POINT=$((POINT + 1))
-  TOPIC=bench.$1.$POINT
+  TOPIC=$TOPIC_PREFIX.$1.$POINT
   if [ "$1" != bare ]; then
     create_topics "$TOPIC" "$TOPIC.dlq"
   fi
@@ -127,6 +143,18 @@ requests_for() {
   python3 -c "print(max(1000, int($per_sec * $SECONDS_PER)))"
 }
 
+if [ -n "${BENCH_KAFKA:-}" ]; then
+  # A JVM compiles its hot paths during the first tens of seconds under
+  # load: without this, the first system measured would pay for the
+  # brokers' JIT (measured on the cluster: broker CPU per request ~3x
+  # higher in the first 2 s points than in later ones).
+  echo "== warming the brokers up (20 s of load through the bridge, not measured)"
+  fresh_system bridge
+  "$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$PORT" --concurrency 64 --requests 40000 --seconds 20 --warmup 0 \
+    --encrypt-key "$KEY" --token "$TOKEN" --run-id "warm-$RANDOM" >/dev/null
+  stop_system
+fi
+
 for sys in $SYSTEMS; do
   case "$sys" in
     python)
@@ -142,7 +170,7 @@ for sys in $SYSTEMS; do
   for c in $concs; do
     fresh_system "$sys"
     pid=$PID port=$PORT idle=$(rss_kib "$PID")
-    verify=(--brokers "$BROKERS" --topic "$TOPIC")
+    verify=(--brokers "$READ_BROKERS" --topic "$TOPIC")
     [ "$sys" = bare ] && verify=()
     for run in $(seq 1 "$RUNS"); do
     rid="$sys-u$users-d$dup-c$c-r$run-$RANDOM"
@@ -151,7 +179,7 @@ for sys in $SYSTEMS; do
     tree=$(echo "$pid" $(pgrep -P "$pid") | tr ' ' ,)
     line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency "$c" --requests "$(requests_for "$sys")" --seconds "$SECONDS_PER" \
       --users "$users" --dup-rate "$dup" --encrypt-key "$KEY" --token "$TOKEN" --run-id "$rid" "${verify[@]}" \
-      --cpu "system=$tree" --cpu "broker=${BROKER_PIDS[0]}" --cpu loadgen=self &
+      --cpu "system=$tree" --cpu "broker=$(IFS=,; echo "${BROKER_PIDS[*]}")" --cpu loadgen=self &
       lp=$!; sleep "$(python3 -c "print($SECONDS_PER/2+0.5)")"; echo "RSS $(rss_kib "$pid")" >"$WORK/rss"; wait $lp)
     load_rss=$(awk '{print $2}' "$WORK/rss")
     echo "{\"system\":\"$sys\",\"run\":$run,\"idle_rss_kib\":$idle,\"load_rss_kib\":${load_rss:-0},\"result\":$line}" >>"$OUT"
@@ -181,7 +209,7 @@ print(int(max(statistics.median(v) for v in by.values())) if by else 0)" "$OUT")
     echo "== bridge at half of its peak (${peak} rps): ${half} rps"
     fresh_system bridge
     port=$PORT
-    verify=(--brokers "$BROKERS" --topic "$TOPIC")
+    verify=(--brokers "$READ_BROKERS" --topic "$TOPIC")
     for run in $(seq 1 "$RUNS"); do
       rid="bridge-half-r$run-$RANDOM"
       line=$("$BIN/feishu-bench-loadgen" --addr "127.0.0.1:$port" --concurrency 256 --rate "$half" \

@@ -7,13 +7,27 @@
 // 0.6.0 answers with UNKNOWN_SERVER_ERROR, so an idempotent kafkajs producer
 // cannot start against the benchmark's broker. That makes this peer's
 // producer do less work than the bridge's (no producer id, no sequence
-// numbers); set NODE_IDEMPOTENT=1 against a broker that supports it.
+// numbers); set NODE_IDEMPOTENT=1 against a broker that supports it
+// (tests/bench/run.sh does on Apache Kafka).
+//
+// Against the SASL_SSL cluster (run.sh --kafka cluster) it connects as the
+// bridge's user: KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
+// KAFKA_SASL_PASSWORD and KAFKA_SSL_CA (the CA's PEM file).
+const fs = require('fs');
 const http = require('http');
 const lark = require('@larksuiteoapi/node-sdk');
 const { Kafka, logLevel } = require('kafkajs');
 
 const topic = process.env.KAFKA_TOPIC;
-const kafka = new Kafka({ clientId: 'node-peer', brokers: process.env.KAFKA_BROKERS.split(','), logLevel: logLevel.ERROR });
+const security = process.env.KAFKA_SASL_USERNAME ? {
+  ssl: { ca: [fs.readFileSync(process.env.KAFKA_SSL_CA, 'utf8')] },
+  sasl: {
+    mechanism: process.env.KAFKA_SASL_MECHANISM.toLowerCase(),
+    username: process.env.KAFKA_SASL_USERNAME,
+    password: process.env.KAFKA_SASL_PASSWORD,
+  },
+} : {};
+const kafka = new Kafka({ clientId: 'node-peer', brokers: process.env.KAFKA_BROKERS.split(','), logLevel: logLevel.ERROR, ...security });
 const idempotent = process.env.NODE_IDEMPOTENT === '1';
 const producer = kafka.producer(idempotent ? { idempotent: true, maxInFlightRequests: 1 } : {});
 

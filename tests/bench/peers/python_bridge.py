@@ -21,13 +21,23 @@ def producer():
     global _producer
     with _lock:
         if _producer is None:
-            _producer = Producer({
+            settings = {
                 "bootstrap.servers": os.environ["KAFKA_BROKERS"],
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 5,
                 "compression.type": "lz4",
-            })
+            }
+            # The SASL_SSL cluster (run.sh --kafka cluster): the bridge's user.
+            if os.environ.get("KAFKA_SASL_USERNAME"):
+                settings.update({
+                    "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": os.environ["KAFKA_SASL_MECHANISM"],
+                    "sasl.username": os.environ["KAFKA_SASL_USERNAME"],
+                    "sasl.password": os.environ["KAFKA_SASL_PASSWORD"],
+                    "ssl.ca.location": os.environ["KAFKA_SSL_CA"],
+                })
+            _producer = Producer(settings)
         return _producer
 
 
