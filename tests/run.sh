@@ -54,10 +54,11 @@ can_make_venv() { "$1" -c 'import venv, ensurepip' >/dev/null 2>&1; }
 # What the build needs (deploy/Dockerfile's build stage installs the same;
 # tests/deploy/test_deploy.py keeps the two lists equal), then what the
 # tests use: Prometheus, podman, runc and debootstrap for the image test,
-# and kcat, which README and the demo tell users to read a topic with (CI
-# runs the demo's kcat command).
+# kcat, which README and the demo tell users to read a topic with (CI
+# runs the demo's kcat command), and valgrind for CI's instruction count
+# (tests/bench/instructions.sh).
 build_packages=(build-essential pkg-config cmake libssl-dev zlib1g-dev libsasl2-dev)
-test_packages=(prometheus podman runc debootstrap kcat)
+test_packages=(prometheus podman runc debootstrap kcat valgrind)
 # Apache Kafka runs on the machine's Java (17 or newer) and is fetched with
 # Maven; Debian's packages only where neither is installed already.
 command -v java >/dev/null 2>&1 || test_packages+=(openjdk-17-jre-headless)
