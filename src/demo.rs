@@ -126,7 +126,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 fn signed_body(key: &EncryptKey, envelope: &str, nonce: &str) -> (String, String, String, String) {
     let iv: [u8; 16] = rand::random();
     let body = serde_json::json!({ "encrypt": key.encrypt(envelope.as_bytes(), iv) }).to_string();
-    let ts = crate::pipeline::now_ms().div_euclid(1000).to_string();
+    let ts = crate::clock::now_ms().div_euclid(1000).to_string();
     let nonce = format!("demo-nonce-{nonce}");
     let sig = key.sign(&ts, &nonce, body.as_bytes());
     (body, ts, nonce, sig)

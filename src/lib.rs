@@ -8,10 +8,12 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod clock;
 pub mod cloudevents;
 pub mod config;
 pub mod dedup;
 pub mod demo;
+pub mod destination;
 pub mod fence;
 pub mod follower;
 pub mod ingress;
@@ -22,6 +24,7 @@ pub mod openapi;
 pub mod order;
 pub mod pipeline;
 pub mod protocol;
+pub mod publish_error;
 pub mod readiness;
 pub mod record;
 pub mod routing;

@@ -3,12 +3,13 @@
 //! when it cannot become its record, its dead letter.
 
 use crate::cloudevents;
+use crate::destination::Destination;
 use crate::protocol::VerifiedEvent;
 use crate::record::{
     member, raw, DeadLetter, Meta, NormalizeError, DEAD_LETTER_SCHEMA, RAW_SCHEMA,
 };
 use crate::routing::Route;
-use crate::sink::{Destination, Outgoing};
+use crate::sink::Outgoing;
 
 /// The message for `event`, and whether it is its record (`Ok`) or a dead
 /// letter (`Err`, with why).

@@ -5,19 +5,20 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+pub use crate::clock::now_ms;
 use crate::dedup::{self, Claim, Dedup, Settled};
 use crate::message;
 use crate::metrics::{outcome, Ingress, Metrics};
 use crate::order::Turn;
 use crate::protocol::VerifiedEvent;
+use crate::publish_error::PublishError;
 use crate::record::{MemberKind, Trigger};
 use crate::routing::{NotRouted, Route, Routing};
-use crate::sink::{Outgoing, PublishError, Sink};
+use crate::sink::{Outgoing, Sink};
 use crate::snapshot::Snapshotter;
 
 /// The answer owed to Feishu for one event.
@@ -299,11 +300,4 @@ pub fn report(
     };
     metrics.count(ingress, outcome);
     metrics.count_event(ingress, event_type, outcome);
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

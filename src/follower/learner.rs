@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use crate::dedup::Dedup;
+use crate::destination::Destination;
 use crate::metrics::{learned, Metrics};
-use crate::sink::Destination;
 
 /// A topic the follower reads.
 pub(super) struct Watched {

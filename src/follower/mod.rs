@@ -35,7 +35,7 @@ mod plan;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -48,8 +48,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::dedup::Dedup;
+use crate::destination::Destination;
 use crate::metrics::Metrics;
-use crate::sink::Destination;
 use learner::{Learner, Progress, Watched};
 
 /// The group id the follower's consumer carries. librdkafka needs one to
@@ -214,7 +214,11 @@ impl Follower {
                         warn!(%reason, "dedup warm start: waiting for Kafka to answer for the topics");
                         told = true;
                     }
-                    self.learner.metrics.follower.last_poll.set(unix_now());
+                    self.learner
+                        .metrics
+                        .follower
+                        .last_poll
+                        .set(crate::clock::now_secs());
                     std::thread::sleep(PLAN_RETRY);
                 }
             }
@@ -327,11 +331,11 @@ impl Follower {
     /// request) and the heartbeat.
     fn report_lag(&self) {
         let f = &self.learner.metrics.follower;
-        f.last_poll.set(unix_now());
+        f.last_poll.set(crate::clock::now_secs());
         let Ok(positions) = self.consumer.position() else {
             return;
         };
-        let now_ms = unix_now_ms();
+        let now_ms = crate::clock::now_ms();
         for (i, topic) in self.learner.topics.iter().enumerate() {
             let mut records = 0i64;
             let mut oldest_ms: Option<i64> = None;
@@ -424,20 +428,6 @@ fn partitions_of(consumer: &BaseConsumer<Context>, topic: &str) -> Result<Vec<i3
         return Err("no partitions".into());
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
-}
-
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

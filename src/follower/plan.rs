@@ -6,8 +6,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use super::learner::{Learner, Progress};
-use super::{partitions_of, unix_now_ms, Context, REQUEST_TIMEOUT};
-use crate::sink::Destination;
+use super::{partitions_of, Context, REQUEST_TIMEOUT};
+use crate::destination::Destination;
 
 /// What the warm start decided to read.
 pub(super) struct Plan {
@@ -22,7 +22,7 @@ pub(super) fn plan(
     learner: &mut Learner,
     capacity: u64,
 ) -> Result<Plan, String> {
-    let now_ms = unix_now_ms();
+    let now_ms = crate::clock::now_ms();
     let ttl_ms = i64::try_from(learner.dedup.ttl().as_millis()).unwrap_or(i64::MAX);
     let since = now_ms.saturating_sub(ttl_ms);
     let mut ranges = Vec::new();

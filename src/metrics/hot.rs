@@ -7,7 +7,7 @@
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
 use super::{outcome, Ingress};
-use crate::sink::Destination;
+use crate::destination::Destination;
 
 /// The `outcome` values resolved here (every one but `challenge` and
 /// `rejected_*`, which are rare and go through the vector).

@@ -469,14 +469,14 @@ impl Metrics {
         for r in crate::longconn::fragments::DROP_REASONS {
             long_connection.fragments_dropped.with_label_values(&[r]);
         }
-        for d in crate::sink::Destination::ALL.map(|d| d.label()) {
+        for d in crate::destination::Destination::ALL.map(|d| d.label()) {
             follower.lag_records.with_label_values(&[d]);
             follower.lag_seconds.with_label_values(&[d]);
         }
         for source in [learned::WARM_START, learned::FOLLOWED] {
             follower.ids_learned.with_label_values(&[source]);
         }
-        for kind in crate::sink::PublishError::KINDS {
+        for kind in crate::publish_error::PublishError::KINDS {
             delivery_errors.with_label_values(&[kind]);
         }
         Metrics {
@@ -537,7 +537,7 @@ impl Metrics {
     }
 
     /// The `publish_duration_seconds` series of a destination.
-    pub fn publish_duration_of(&self, destination: crate::sink::Destination) -> Histogram {
+    pub fn publish_duration_of(&self, destination: crate::destination::Destination) -> Histogram {
         self.hot.publish_duration(destination).clone()
     }
 

@@ -16,8 +16,8 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{error, warn};
 
-use super::destination::Destination;
-use super::error::PublishError;
+use crate::destination::Destination;
+use crate::publish_error::PublishError;
 
 /// A client-wide error is part of readiness's answer for this long.
 const CLIENT_ERROR_RELEVANT: Duration = Duration::from_secs(120);

@@ -1,8 +1,6 @@
 //! The Kafka side: one shared idempotent producer, keyed records, answers
 //! only after the broker's acknowledgement, and typed delivery errors.
 
-mod destination;
-mod error;
 mod health;
 mod min_insync;
 mod topics;
@@ -24,8 +22,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use prometheus::{Histogram, IntCounterVec};
 
-pub use destination::Destination;
-pub use error::PublishError;
+pub use crate::destination::Destination;
+pub use crate::publish_error::PublishError;
 pub use health::{ClientError, KafkaHealth, Observer, Principal};
 use min_insync::MinInsync;
 

@@ -249,7 +249,7 @@ pub fn commits(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::destination::Destination;
+    use crate::destination::Destination;
     use crate::sink::health::test_health as health;
 
     /// No topic's min.insync.replicas known.
@@ -279,7 +279,7 @@ mod tests {
         h.enqueued();
         h.settled(
             Destination::Record,
-            Err(Some(&crate::sink::error::PublishError::Retriable {
+            Err(Some(&crate::publish_error::PublishError::Retriable {
                 code: rdkafka::error::RDKafkaErrorCode::RequestTimedOut,
             })),
         );
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_failed_record_with_the_isr_short_is_not_ready_until_the_isr_is_full() {
-        use crate::sink::error::PublishError;
+        use crate::publish_error::PublishError;
         use rdkafka::error::RDKafkaErrorCode;
         let h = health();
         h.enqueued();

@@ -18,11 +18,13 @@ use tracing::{info, warn};
 pub use metrics::SnapshotMetrics;
 
 use crate::cloudevents;
+use crate::destination::Destination;
 use crate::openapi::im::{Chat, Member};
 use crate::openapi::{ApiError, OpenApi};
+use crate::publish_error::PublishError;
 use crate::record::snapshot::{self, SnapshotPart, Trigger, SNAPSHOT_SCHEMA};
 use crate::record::User;
-use crate::sink::{Destination, Outgoing, PublishError, Sink};
+use crate::sink::{Outgoing, Sink};
 
 /// Attempts of one chat's listing when it fails in a retriable way (each
 /// call inside is retried by the client too).
@@ -142,7 +144,7 @@ impl Snapshotter {
     ) -> Result<Published, SnapshotError> {
         // Taken before the first page is asked for: every member the listing
         // returns was there at this instant or joined later.
-        let as_of_ms = crate::pipeline::now_ms();
+        let as_of_ms = crate::clock::now_ms();
         let mut attempt = 1;
         let members = loop {
             match self.api.list_members(chat_id).await {
