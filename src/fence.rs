@@ -77,7 +77,7 @@ mod tests {
     fn an_unfollowed_memory_opens_when_kafka_commits_again() {
         let metrics = Metrics::new();
         let dedup = Dedup::new(Duration::from_secs(60), 100);
-        observe(&dedup, Some(&Err("no leader".into())), &metrics);
+        observe(&dedup, Some(&Err("m[0] 1 of 3".into())), &metrics);
         assert!(matches!(dedup.claim("e"), crate::dedup::Claim::Behind));
         observe(&dedup, Some(&Ok(())), &metrics);
         assert_eq!(dedup.position(), Position::CaughtUp);

@@ -407,7 +407,7 @@ impl Metrics {
             .expect("metric"),
             holds: IntCounter::new(
                 "dedup_holds_total",
-                "Times Kafka could not commit records (replicas in sync below min.insync.replicas, or a partition without a leader) and claims were refused until the follower had read what Kafka committed on its return",
+                "Times Kafka could not commit records (replicas in sync below min.insync.replicas) and claims were refused until the follower had read what Kafka committed on its return",
             )
             .expect("metric"),
             behind: IntGauge::new(
