@@ -303,12 +303,7 @@ async fn watch_readiness(
     // Asked apart from the rounds below: a broker that does not answer
     // DescribeConfigs must not slow readiness down.
     let asking = sink.clone();
-    let _min_insync = AbortOnDrop(tokio::spawn(async move {
-        loop {
-            asking.refresh_min_insync().await;
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-        }
-    }));
+    let _min_insync = AbortOnDrop(tokio::spawn(async move { asking.watch_min_insync().await }));
     loop {
         let s = sink.clone();
         let answer = tokio::task::spawn_blocking(move || {

@@ -6,8 +6,8 @@
 //! and then (a topic's setting can change while the bridge runs).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::RwLock;
+use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::config::ClientConfig;
@@ -25,8 +25,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct MinInsync {
     admin: AdminClient<Observer>,
     known: RwLock<HashMap<String, usize>>,
-    /// When to ask next, and whether the last question failed.
-    next: Mutex<(Instant, bool)>,
 }
 
 impl MinInsync {
@@ -34,7 +32,6 @@ impl MinInsync {
         Ok(MinInsync {
             admin: config.create_with_context(observer)?,
             known: RwLock::new(HashMap::new()),
-            next: Mutex::new((Instant::now(), false)),
         })
     }
 
@@ -43,35 +40,33 @@ impl MinInsync {
         self.known.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Asks for `topics`' setting when the last answer is old enough.
-    pub async fn refresh(&self, topics: &[&str]) {
-        let failed_before = {
-            let next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-            if Instant::now() < next.0 {
-                return;
-            }
-            next.1
-        };
-        let answer = self.ask(topics).await;
-        let failed = answer.is_err();
-        match answer {
-            Ok(found) => {
-                let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
-                if *known != found {
-                    info!(min_insync_replicas = ?found, "the written topics' min.insync.replicas");
+    /// Asks for `topics`' setting now and then, for ever: every
+    /// [`REFRESH`] once known, every [`RETRY`] while the question fails
+    /// (said once in a warning until it succeeds).
+    pub async fn watch(&self, topics: &[&str]) {
+        let mut failing = false;
+        loop {
+            match self.ask(topics).await {
+                Ok(found) => {
+                    let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+                    if *known != found {
+                        info!(min_insync_replicas = ?found, "the written topics' min.insync.replicas");
+                    }
+                    *known = found;
+                    failing = false;
                 }
-                *known = found;
+                Err(why) => {
+                    if !failing {
+                        warn!(
+                            reason = %why,
+                            "cannot read the topics' min.insync.replicas (grant DescribeConfigs on them, docs/kafka.md): the bridge then learns that Kafka cannot commit records only when one fails"
+                        );
+                    }
+                    failing = true;
+                }
             }
-            Err(why) if !failed_before => warn!(
-                reason = %why,
-                "cannot read the topics' min.insync.replicas (grant DescribeConfigs on them, docs/kafka.md): the bridge then learns that Kafka cannot commit records only when one fails"
-            ),
-            Err(_) => {}
+            tokio::time::sleep(if failing { RETRY } else { REFRESH }).await;
         }
-        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = (
-            Instant::now() + if failed { RETRY } else { REFRESH },
-            failed,
-        );
     }
 
     async fn ask(&self, topics: &[&str]) -> Result<HashMap<String, usize>, String> {

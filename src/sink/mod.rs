@@ -343,12 +343,12 @@ impl Sink {
         topics
     }
 
-    /// Asks the cluster for the written topics' `min.insync.replicas` when
-    /// the last answer is old enough (a few minutes).
-    pub async fn refresh_min_insync(&self) {
+    /// Keeps asking the cluster for the written topics'
+    /// `min.insync.replicas` (every few minutes); never returns.
+    pub async fn watch_min_insync(&self) {
         let topics = self.required_topics();
         let names: Vec<&str> = topics.iter().map(|(_, t)| *t).collect();
-        self.min_insync.refresh(&names).await;
+        self.min_insync.watch(&names).await;
     }
 
     /// Whether the bridge can write: ready when Kafka answers metadata with
