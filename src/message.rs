@@ -21,27 +21,27 @@ pub fn build(
     let built = match route {
         Route::Member(kind) => member::normalize(event, kind, received_at_ms).map(|rec| Outgoing {
             destination: Destination::Record,
-            key: Some(rec.chat_id.clone()),
+            key: Some(rec.chat_id.to_owned()),
             headers: headers(
                 &rec.meta,
                 rec.schema,
-                &rec.meta.event_type,
-                &rec.meta.event_id,
+                rec.meta.event_type,
+                rec.meta.event_id,
                 None,
             ),
             payload: to_json(&rec),
         }),
         Route::Raw => raw::encode(event).map(|rec| Outgoing {
             destination: Destination::Raw,
-            key: rec.key,
+            key: rec.key.map(str::to_owned),
             headers: headers(
                 &rec.meta,
                 RAW_SCHEMA,
-                &rec.meta.event_type,
-                &rec.meta.event_id,
+                rec.meta.event_type,
+                rec.meta.event_id,
                 None,
             ),
-            payload: to_json(&rec.value),
+            payload: rec.value.into_bytes(),
         }),
     };
     match built {
@@ -56,9 +56,9 @@ fn dead_letter(event: &VerifiedEvent, reason: &NormalizeError, received_at_ms: i
     // ce_id must not be empty; an event without event_id gets one derived
     // from its content, so the same envelope keeps its id.
     let ce_id = if meta.event_id.is_empty() {
-        cloudevents::content_id(&to_json(event.envelope()))
+        cloudevents::content_id(event.text().as_bytes())
     } else {
-        meta.event_id.clone()
+        meta.event_id.to_owned()
     };
     Outgoing {
         destination: Destination::DeadLetter,
@@ -84,9 +84,9 @@ fn headers(
     reason: Option<String>,
 ) -> Vec<(&'static str, String)> {
     let mut headers = vec![
-        ("event_id", meta.event_id.clone()),
-        ("event_type", meta.event_type.clone()),
-        ("tenant_key", meta.tenant_key.clone().unwrap_or_default()),
+        ("event_id", meta.event_id.to_owned()),
+        ("event_type", meta.event_type.to_owned()),
+        ("tenant_key", meta.tenant_key.unwrap_or_default().to_owned()),
         ("schema", schema.to_owned()),
     ];
     headers.extend(reason.map(|r| ("reason", r)));
@@ -94,7 +94,7 @@ fn headers(
         cloudevents::Attributes {
             id: ce_id,
             kind: ce_type,
-            app_id: meta.app_id.as_deref(),
+            app_id: meta.app_id,
             time_ms: meta.create_time_ms,
         }
         .headers(),

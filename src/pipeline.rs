@@ -163,7 +163,7 @@ impl Pipeline {
     fn snapshot_after_bot_added(&self, event: &VerifiedEvent) {
         let (Some(snapshotter), Some(chat_id)) = (
             self.on_bot_added.clone(),
-            crate::record::chat_id(event.envelope()).map(str::to_owned),
+            event.chat_id().map(str::to_owned),
         ) else {
             return;
         };

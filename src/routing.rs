@@ -109,8 +109,8 @@ impl Routing {
     /// `None` for events that are not published.
     pub fn line_key<'a>(&self, event: &'a VerifiedEvent) -> Option<&'a str> {
         match self.route(event).ok()? {
-            Route::Member(_) => record::chat_id(event.envelope()),
-            Route::Raw => record::raw::key(event.envelope()),
+            Route::Member(_) => event.chat_id(),
+            Route::Raw => record::raw::key(event),
         }
     }
 }

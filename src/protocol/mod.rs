@@ -31,15 +31,18 @@
 //! secret matched comes out of [`Verifier::verify_matched`] as [`Matched`].
 
 pub mod crypto;
+pub mod envelope;
+mod event;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use crate::secret::Secret;
 use crypto::{decode_signature, Ciphertext};
 pub use crypto::{DecryptError, EncryptKey};
+use envelope::{Envelope, ReadError, Scalar};
+pub use event::{Schema, VerifiedEvent};
 
 /// Why a request was refused. Every variant maps to one HTTP status and one
 /// metric label; its message is safe to return and to log (no secrets, no
@@ -127,63 +130,11 @@ pub struct SignatureHeaders<'a> {
     pub signature: Option<&'a str>,
 }
 
-/// Envelope generation, which decides the dedup key and where the token is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schema {
-    V1,
-    V2,
-}
-
-/// An event that passed every configured check. It can only be built by
-/// [`Verifier::verify`], so holding one is proof of authenticity.
-#[derive(Debug)]
-pub struct VerifiedEvent {
-    schema: Schema,
-    event_type: String,
-    event_id: Option<String>,
-    envelope: Map<String, Value>,
-}
-
-impl VerifiedEvent {
-    pub fn schema(&self) -> Schema {
-        self.schema
-    }
-    pub fn event_type(&self) -> &str {
-        &self.event_type
-    }
-    /// `header.event_id` (v2) or `uuid` (v1), when present as a string.
-    pub fn event_id(&self) -> Option<&str> {
-        self.event_id.as_deref()
-    }
-    /// The decrypted envelope.
-    pub fn envelope(&self) -> &Map<String, Value> {
-        &self.envelope
-    }
-    /// The decrypted envelope with its verification token blanked out, for
-    /// the dead-letter topic: a Kafka topic is not a place for a credential.
-    pub fn redacted_envelope(&self) -> Value {
-        let mut env = self.envelope.clone();
-        if let Some(Value::Object(header)) = env.get_mut("header") {
-            if header.contains_key("token") {
-                header.insert("token".into(), Value::String("[redacted]".into()));
-            }
-        }
-        if env.contains_key("token") {
-            env.insert("token".into(), Value::String("[redacted]".into()));
-        }
-        Value::Object(env)
-    }
-
-    #[cfg(test)]
-    pub fn for_tests(envelope: Value) -> Option<Self> {
-        let Value::Object(map) = envelope else {
-            return None;
-        };
-        classify_event(map).ok()
-    }
-}
-
 /// What an accepted request turned out to be.
+// The event is what nearly every request is, and it is moved on whole into
+// the pipeline: boxing it would cost an allocation per event to save stack
+// space on the rare challenge.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     Challenge(String),
@@ -317,41 +268,42 @@ impl Verifier {
         headers: SignatureHeaders<'_>,
         now: SystemTime,
     ) -> Result<(Inbound, Matched), Rejection> {
-        let outer = parse_object(body, Rejection::MalformedJson)?;
-        let encrypted = match outer.get("encrypt") {
-            None => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => return Err(Rejection::UnknownEnvelope("encrypt is not a string")),
+        let outer_text = std::str::from_utf8(body).map_err(|_| Rejection::MalformedJson)?;
+        let outer = read(outer_text, Rejection::MalformedJson)?;
+        let encrypted = match &outer.encrypt {
+            Scalar::Absent => None,
+            Scalar::Text(t) => Some(t.resolve(outer_text)),
+            _ => return Err(Rejection::UnknownEnvelope("encrypt is not a string")),
         };
 
-        let (envelope, signed, key_slot) = match (&self.key, encrypted) {
+        let (text, envelope, signed, key_slot) = match (&self.key, encrypted) {
             (None, Some(_)) => return Err(Rejection::EncryptedWithoutKey),
-            (None, None) => (outer, false, None),
+            (None, None) => (outer_text.to_owned(), outer, false, None),
             (Some(_), None) => return Err(Rejection::PlaintextWithKey),
-            (Some(current), Some(text)) => {
+            (Some(current), Some(ciphertext)) => {
                 match self.check_signature(current, body, headers, now)? {
                     // The key that signed is the one that decrypts.
                     Some((slot, key)) => {
-                        let plain = key.decrypt(text).map_err(Rejection::Undecryptable)?;
-                        let envelope = parse_object(&plain, Rejection::DecryptedNotJson)?;
-                        (envelope, true, Some(slot))
+                        let plain = key.decrypt(ciphertext).map_err(Rejection::Undecryptable)?;
+                        let (text, envelope) = open(plain)?;
+                        (text, envelope, true, Some(slot))
                     }
                     None => {
-                        let (envelope, slot) = self.decrypt_unsigned(current, text)?;
-                        (envelope, false, Some(slot))
+                        let (text, envelope, slot) = self.decrypt_unsigned(current, ciphertext)?;
+                        (text, envelope, false, Some(slot))
                     }
                 }
             }
         };
 
-        if envelope.get("type").and_then(Value::as_str) == Some("url_verification") {
-            let token_slot = self.check_token(envelope.get("token"))?;
+        if event::is(&text, &envelope.kind, "url_verification") {
+            let token_slot = self.check_token(text_of(&text, &envelope.token))?;
             let matched = Matched {
                 encrypt_key: key_slot,
                 verification_token: token_slot,
             };
-            return match envelope.get("challenge") {
-                Some(Value::String(c)) => Ok((Inbound::Challenge(c.clone()), matched)),
+            return match &envelope.challenge {
+                Scalar::Text(c) => Ok((Inbound::Challenge(c.resolve(&text).to_owned()), matched)),
                 _ => Err(Rejection::UnknownEnvelope(
                     "url_verification without a string challenge",
                 )),
@@ -361,17 +313,17 @@ impl Verifier {
             return Err(Rejection::MissingSignature);
         }
 
-        let token = match envelope.get("header") {
-            Some(Value::Object(h)) => h.get("token"),
-            Some(_) => None,
-            None => envelope.get("token"),
+        let token = match &envelope.header {
+            envelope::Slot::Value(h) => text_of(&text, &h.token),
+            envelope::Slot::Null | envelope::Slot::Wrong => None,
+            envelope::Slot::Absent => text_of(&text, &envelope.token),
         };
         let token_slot = self.check_token(token)?;
         let matched = Matched {
             encrypt_key: key_slot,
             verification_token: token_slot,
         };
-        classify_event(envelope).map(|event| (Inbound::Event(event), matched))
+        VerifiedEvent::classify(text, envelope).map(|event| (Inbound::Event(event), matched))
     }
 
     /// Returns the key whose signature the request carried; `Ok(None)` means
@@ -421,19 +373,19 @@ impl Verifier {
         &self,
         current: &EncryptKey,
         text: &str,
-    ) -> Result<(Map<String, Value>, Slot), Rejection> {
+    ) -> Result<(String, Envelope, Slot), Rejection> {
         let blob = Ciphertext::decode(text).map_err(Rejection::Undecryptable)?;
-        let open = |key: &EncryptKey| {
+        let open_with = |key: &EncryptKey| {
             let plain = key
                 .decrypt_decoded(&blob)
                 .map_err(Rejection::Undecryptable)?;
-            parse_object(&plain, Rejection::DecryptedNotJson)
+            open(plain)
         };
-        match open(current) {
-            Ok(envelope) => Ok((envelope, Slot::Current)),
+        match open_with(current) {
+            Ok((text, envelope)) => Ok((text, envelope, Slot::Current)),
             Err(with_current) => match &self.previous_key {
-                Some(previous) => open(previous)
-                    .map(|envelope| (envelope, Slot::Previous))
+                Some(previous) => open_with(previous)
+                    .map(|(text, envelope)| (text, envelope, Slot::Previous))
                     .map_err(|_| with_current),
                 None => Err(with_current),
             },
@@ -442,11 +394,11 @@ impl Verifier {
 
     /// Compares the token in constant time with the current value, then
     /// with the previous one; `Ok(None)` when no token is configured.
-    fn check_token(&self, provided: Option<&Value>) -> Result<Option<Slot>, Rejection> {
+    fn check_token(&self, provided: Option<&str>) -> Result<Option<Slot>, Rejection> {
         let Some(current) = &self.token else {
             return Ok(None);
         };
-        let Some(Value::String(provided)) = provided else {
+        let Some(provided) = provided else {
             return Err(Rejection::WrongToken);
         };
         let equals = |expected: &Secret| -> bool {
@@ -470,59 +422,41 @@ impl Verifier {
 /// carries it), so the payload is the plaintext envelope with no signature
 /// or token to check, exactly as every official SDK treats it.
 pub fn from_long_connection(payload: &[u8]) -> Result<VerifiedEvent, Rejection> {
-    let envelope = parse_object(payload, Rejection::MalformedJson)?;
-    if envelope.get("type").and_then(Value::as_str) == Some("url_verification") {
+    let text = std::str::from_utf8(payload).map_err(|_| Rejection::MalformedJson)?;
+    let envelope = read(text, Rejection::MalformedJson)?;
+    if event::is(text, &envelope.kind, "url_verification") {
         return Err(Rejection::UnknownEnvelope(
             "url_verification on the long connection",
         ));
     }
-    classify_event(envelope)
+    VerifiedEvent::classify(text.to_owned(), envelope)
 }
 
-fn parse_object(bytes: &[u8], on_error: Rejection) -> Result<Map<String, Value>, Rejection> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) if matches!(on_error, Rejection::MalformedJson) => Err(Rejection::NotAnObject),
-        Ok(_) | Err(_) => Err(on_error),
+/// Reads a JSON object; anything else is `on_error` (a body that is JSON
+/// but not an object, [`Rejection::NotAnObject`]).
+fn read(text: &str, on_error: Rejection) -> Result<Envelope, Rejection> {
+    match envelope::read(text) {
+        Ok(envelope) => Ok(envelope),
+        Err(ReadError::NotAnObject) if matches!(on_error, Rejection::MalformedJson) => {
+            Err(Rejection::NotAnObject)
+        }
+        Err(_) => Err(on_error),
     }
 }
 
-/// Classifies an authenticated envelope as in Go's `EventFuzzy`: v2 when it
-/// has a header (event type from `header.event_type`), v1 when
-/// `type == "event_callback"` (event type from `event.type`).
-fn classify_event(envelope: Map<String, Value>) -> Result<VerifiedEvent, Rejection> {
-    let string = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-    if let Some(header) = envelope.get("header") {
-        let Value::Object(header) = header else {
-            return Err(Rejection::UnknownEnvelope("header is not an object"));
-        };
-        let Some(event_type) = string(header.get("event_type")) else {
-            return Err(Rejection::UnknownEnvelope(
-                "header.event_type is missing or not a string",
-            ));
-        };
-        let event_id = string(header.get("event_id"));
-        return Ok(VerifiedEvent {
-            schema: Schema::V2,
-            event_type,
-            event_id,
-            envelope,
-        });
+/// A decrypted payload as text and envelope.
+fn open(plain: Vec<u8>) -> Result<(String, Envelope), Rejection> {
+    let text = String::from_utf8(plain).map_err(|_| Rejection::DecryptedNotJson)?;
+    let envelope = read(&text, Rejection::DecryptedNotJson)?;
+    Ok((text, envelope))
+}
+
+/// A field's string, when it is one.
+fn text_of<'a>(text: &'a str, field: &'a Scalar) -> Option<&'a str> {
+    match field {
+        Scalar::Text(t) => Some(t.resolve(text)),
+        _ => None,
     }
-    if envelope.get("type").and_then(Value::as_str) == Some("event_callback") {
-        let event_type =
-            string(envelope.get("event").and_then(|e| e.get("type"))).unwrap_or_default();
-        let event_id = string(envelope.get("uuid"));
-        return Ok(VerifiedEvent {
-            schema: Schema::V1,
-            event_type,
-            event_id,
-            envelope,
-        });
-    }
-    Err(Rejection::UnknownEnvelope(
-        "neither a v2 header nor type event_callback/url_verification",
-    ))
 }
 
 #[cfg(test)]

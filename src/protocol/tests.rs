@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const SEED: &str = include_str!("../../tests/fixtures/seed_sample.json");
 const VECTORS: &str = include_str!("../../tests/vectors/feishu_crypto.json");

@@ -3,9 +3,9 @@
 //! with the reason, instead of being lost or blocking its chat.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::{header_text, lenient_create_time, Meta, NormalizeError};
+use super::{Meta, NormalizeError};
 use crate::protocol::VerifiedEvent;
 
 /// Value of the `schema` field and header of every dead-letter record.
@@ -14,50 +14,47 @@ pub const DEAD_LETTER_SCHEMA: &str = "feishu.dead_letter.v1";
 /// What goes to the dead-letter topic: the decrypted envelope (token
 /// redacted) and the reason it could not be normalized.
 #[derive(Debug, Serialize)]
-pub struct DeadLetter {
+pub struct DeadLetter<'a> {
     pub schema: &'static str,
     pub reason: String,
-    pub event_id: Option<String>,
-    pub event_type: String,
+    pub event_id: Option<&'a str>,
+    pub event_type: &'a str,
     pub received_at_ms: i64,
-    pub envelope: Value,
+    /// The envelope's text as Feishu sent it, token redacted.
+    pub envelope: Box<RawValue>,
+    #[serde(skip)]
+    event: &'a VerifiedEvent,
 }
 
-impl DeadLetter {
-    pub fn new(event: &VerifiedEvent, reason: &NormalizeError, received_at_ms: i64) -> Self {
+impl<'a> DeadLetter<'a> {
+    pub fn new(event: &'a VerifiedEvent, reason: &NormalizeError, received_at_ms: i64) -> Self {
+        // The redacted text of a JSON object is a JSON object (a value
+        // replaced by a string); should that ever fail, the record says
+        // null rather than carry a token.
+        let envelope =
+            RawValue::from_string(event.redacted()).unwrap_or_else(|_| RawValue::NULL.to_owned());
         DeadLetter {
             schema: DEAD_LETTER_SCHEMA,
             reason: reason.to_string(),
-            event_id: event.event_id().map(str::to_owned),
-            event_type: event.event_type().to_owned(),
+            event_id: event.event_id(),
+            event_type: event.event_type(),
             received_at_ms,
-            envelope: event.redacted_envelope(),
+            envelope,
+            event,
         }
     }
 
     /// Partition key for the dead letter: the chat when it can be read, so
     /// that a consumer replaying dead letters keeps per-chat order.
-    pub fn chat_id(&self) -> Option<&str> {
-        self.envelope.as_object().and_then(super::chat_id)
+    pub fn chat_id(&self) -> Option<&'a str> {
+        self.event.chat_id()
     }
 
     /// What its headers say of the event, as far as it can be read: the
     /// event could not be normalized, so `create_time` (best effort) or any
     /// other field may be what is wrong with it.
-    pub fn meta(&self) -> Meta {
-        let envelope = self.envelope.as_object();
-        let text = |field| {
-            envelope
-                .and_then(|e| header_text(e, field))
-                .map(str::to_owned)
-        };
-        Meta {
-            event_id: self.event_id.clone().unwrap_or_default(),
-            event_type: self.event_type.clone(),
-            create_time_ms: envelope.and_then(lenient_create_time),
-            tenant_key: text("tenant_key"),
-            app_id: text("app_id"),
-        }
+    pub fn meta(&self) -> Meta<'a> {
+        Meta::lenient(self.event)
     }
 }
 
@@ -65,7 +62,7 @@ impl DeadLetter {
 mod tests {
     use super::*;
     use crate::record::member::{normalize, MemberKind};
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn dead_letter_redacts_token_and_keeps_chat() {
@@ -77,7 +74,7 @@ mod tests {
         let dl = DeadLetter::new(&e, &err, 7);
         assert_eq!(dl.chat_id(), Some("oc_1"));
         let meta = dl.meta();
-        assert_eq!(meta.tenant_key.as_deref(), Some("tk"));
+        assert_eq!(meta.tenant_key, Some("tk"));
         assert_eq!(meta.create_time_ms, Some(12));
         assert_eq!(meta.event_id, "e");
         let text = serde_json::to_string(&dl).unwrap();

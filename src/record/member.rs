@@ -11,10 +11,10 @@
 //! {`name`, `tenant_key`, `user_id` {…}}. The bot events name no bot: the
 //! bot is the app that receives them.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 
-use super::{InHeader, Meta, NormalizeError};
+use super::{Meta, NormalizeError};
+use crate::protocol::envelope::{self, Scalar, Slot};
 use crate::protocol::VerifiedEvent;
 
 /// The five member event types.
@@ -80,147 +80,228 @@ impl MemberKind {
     }
 }
 
-/// One member record. Keys are serialized in this order, every one always
-/// present (`null` when Feishu did not send the field), except `users`,
-/// which the bot records do not have: it is `Some` exactly for the kinds
-/// whose events name users ([`MemberKind::has_users`]), which
-/// [`normalize`], its only maker, ensures.
+/// One member record, borrowed from its event. Keys are serialized in this
+/// order, every one always present (`null` when Feishu did not send the
+/// field), except `users`, which the bot records do not have: it is `Some`
+/// exactly for the kinds whose events name users
+/// ([`MemberKind::has_users`]), which [`normalize`], its only maker, ensures.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MemberRecord {
+pub struct MemberRecord<'a> {
     pub schema: &'static str,
     /// `event_id`, `event_type`, `create_time_ms`, `tenant_key`, `app_id`.
     #[serde(flatten)]
-    pub meta: Meta,
-    pub chat_id: String,
-    pub chat_name: Option<String>,
-    pub chat_i18n_names: I18nNames,
+    pub meta: Meta<'a>,
+    pub chat_id: &'a str,
+    pub chat_name: Option<&'a str>,
+    pub chat_i18n_names: I18nNames<&'a str>,
     pub external: Option<bool>,
-    pub operator: UserIds,
-    pub operator_tenant_key: Option<String>,
+    pub operator: UserIds<&'a str>,
+    pub operator_tenant_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub users: Option<Vec<User>>,
+    pub users: Option<Vec<User<&'a str>>>,
     pub received_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct I18nNames {
-    pub zh_cn: Option<String>,
-    pub en_us: Option<String>,
-    pub ja_jp: Option<String>,
+/// A chat's names by locale; `S` is `&str` in member records, `String`
+/// where they are listed (snapshots).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct I18nNames<S = String> {
+    pub zh_cn: Option<S>,
+    pub en_us: Option<S>,
+    pub ja_jp: Option<S>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UserIds {
-    pub open_id: Option<String>,
-    pub union_id: Option<String>,
-    pub user_id: Option<String>,
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UserIds<S = String> {
+    pub open_id: Option<S>,
+    pub union_id: Option<S>,
+    pub user_id: Option<S>,
 }
 
+/// A user of a member record or a snapshot, in one shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct User {
-    pub name: Option<String>,
-    pub tenant_key: Option<String>,
-    pub open_id: Option<String>,
-    pub union_id: Option<String>,
-    pub user_id: Option<String>,
+pub struct User<S = String> {
+    pub name: Option<S>,
+    pub tenant_key: Option<S>,
+    pub open_id: Option<S>,
+    pub union_id: Option<S>,
+    pub user_id: Option<S>,
 }
 
-/// The event body as Feishu sends it, but for `users` (read only for the
-/// user events: for the bot events it is an unknown field, and ignored).
-#[derive(Deserialize)]
-struct InEvent {
-    chat_id: Option<String>,
-    operator_id: Option<UserIds>,
-    external: Option<bool>,
-    operator_tenant_key: Option<String>,
-    name: Option<String>,
-    i18n_names: Option<I18nNames>,
+/// Reads the fields of one part of the event strictly: a field Feishu
+/// sends as a string (or an object, or a flag) must be one, or `null`, or
+/// absent; anything else is [`NormalizeError::WrongType`], naming the field.
+struct Strict<'a> {
+    event: &'a VerifiedEvent,
+    part: &'static str,
 }
 
-#[derive(Deserialize)]
-struct InUser {
-    name: Option<String>,
-    tenant_key: Option<String>,
-    user_id: Option<UserIds>,
+impl<'a> Strict<'a> {
+    fn wrong(&self, field: &str, expected: &str) -> NormalizeError {
+        NormalizeError::WrongType {
+            part: self.part,
+            detail: format!("{field} is not {expected}"),
+        }
+    }
+
+    fn text(&self, value: &'a Scalar, field: &str) -> Result<Option<&'a str>, NormalizeError> {
+        match value {
+            Scalar::Absent | Scalar::Null => Ok(None),
+            Scalar::Text(t) => Ok(Some(self.event.str(t))),
+            _ => Err(self.wrong(field, "a string")),
+        }
+    }
+
+    fn flag(&self, value: &Scalar, field: &str) -> Result<Option<bool>, NormalizeError> {
+        match value {
+            Scalar::Absent | Scalar::Null => Ok(None),
+            Scalar::Bool(b) => Ok(Some(*b)),
+            _ => Err(self.wrong(field, "a boolean")),
+        }
+    }
+
+    fn ids(
+        &self,
+        value: &'a Slot<envelope::Ids>,
+        field: &str,
+    ) -> Result<UserIds<&'a str>, NormalizeError> {
+        match value {
+            Slot::Absent | Slot::Null => Ok(UserIds::default()),
+            Slot::Value(ids) => Ok(UserIds {
+                open_id: self.text(&ids.open_id, field)?,
+                union_id: self.text(&ids.union_id, field)?,
+                user_id: self.text(&ids.user_id, field)?,
+            }),
+            Slot::Wrong => Err(self.wrong(field, "an object of string ids")),
+        }
+    }
+
+    fn names(
+        &self,
+        value: &'a Slot<envelope::Names>,
+    ) -> Result<I18nNames<&'a str>, NormalizeError> {
+        match value {
+            Slot::Absent | Slot::Null => Ok(I18nNames::default()),
+            Slot::Value(names) => Ok(I18nNames {
+                zh_cn: self.text(&names.zh_cn, "i18n_names")?,
+                en_us: self.text(&names.en_us, "i18n_names")?,
+                ja_jp: self.text(&names.ja_jp, "i18n_names")?,
+            }),
+            Slot::Wrong => Err(self.wrong("i18n_names", "an object of strings")),
+        }
+    }
+
+    fn users(
+        &self,
+        value: &'a Slot<Vec<envelope::User>>,
+    ) -> Result<Vec<User<&'a str>>, NormalizeError> {
+        let users = match value {
+            Slot::Absent | Slot::Null => return Ok(Vec::new()),
+            Slot::Value(users) => users,
+            Slot::Wrong => return Err(self.wrong("users", "a list of user objects")),
+        };
+        users
+            .iter()
+            .map(|u| {
+                let ids = self.ids(&u.user_id, "users[].user_id")?;
+                Ok(User {
+                    name: self.text(&u.name, "users[].name")?,
+                    tenant_key: self.text(&u.tenant_key, "users[].tenant_key")?,
+                    open_id: ids.open_id,
+                    union_id: ids.union_id,
+                    user_id: ids.user_id,
+                })
+            })
+            .collect()
+    }
 }
 
-/// Builds the record of a verified v2 event of `kind`.
+/// `header.create_time`, read strictly: Feishu sends a string of
+/// milliseconds; a number is taken too.
+enum CreateTime<'a> {
+    Absent,
+    Millis(i64),
+    Text(&'a str),
+}
+
+/// Builds the record of a verified v2 event of `kind`, from what was read
+/// of it: nothing is parsed again, and every string is borrowed.
 pub fn normalize(
     event: &VerifiedEvent,
     kind: MemberKind,
     received_at_ms: i64,
-) -> Result<MemberRecord, NormalizeError> {
-    let envelope = event.envelope();
-    let null = Value::Null;
-    let header = InHeader::deserialize(envelope.get("header").unwrap_or(&null)).map_err(|e| {
-        NormalizeError::WrongType {
-            part: "header",
-            detail: e.to_string(),
-        }
-    })?;
-    let body = match envelope.get("event") {
-        Some(v @ Value::Object(_)) => v,
-        _ => return Err(NormalizeError::MissingEvent),
+) -> Result<MemberRecord<'_>, NormalizeError> {
+    let header = event.header();
+    let strict = Strict {
+        event,
+        part: "header",
     };
-    let wrong_type = |e: serde_json::Error| NormalizeError::WrongType {
+    if event.schema() != crate::protocol::Schema::V2 {
+        return Err(strict.wrong("header", "an object"));
+    }
+    let event_id = strict.text(&header.event_id, "event_id")?;
+    let create_time = match &header.create_time {
+        Scalar::Absent | Scalar::Null => CreateTime::Absent,
+        Scalar::Int(ms) => CreateTime::Millis(*ms),
+        Scalar::Text(t) => CreateTime::Text(event.str(t)),
+        _ => return Err(strict.wrong("create_time", "a string or an integer")),
+    };
+    let app_id = strict.text(&header.app_id, "app_id")?;
+    let tenant_key = strict.text(&header.tenant_key, "tenant_key")?;
+
+    let body = event.body().ok_or(NormalizeError::MissingEvent)?;
+    let strict = Strict {
+        event,
         part: "event",
-        detail: e.to_string(),
     };
     let users = if kind.has_users() {
-        let users = match body.get("users") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(users) => Vec::<InUser>::deserialize(users).map_err(wrong_type)?,
-        };
-        Some(users.into_iter().map(User::from).collect())
+        Some(strict.users(&body.users)?)
     } else {
+        // The bot events name no users: a `users` field there is unknown,
+        // and ignored like any other.
         None
     };
-    let body = InEvent::deserialize(body).map_err(wrong_type)?;
+    let chat_id = strict.text(&body.chat_id, "chat_id")?;
+    let operator = strict.ids(&body.operator_id, "operator_id")?;
+    let external = strict.flag(&body.external, "external")?;
+    let operator_tenant_key = strict.text(&body.operator_tenant_key, "operator_tenant_key")?;
+    let chat_name = strict.text(&body.name, "name")?;
+    let chat_i18n_names = strict.names(&body.i18n_names)?;
 
-    let event_id = header
-        .event_id
+    let event_id = event_id
         .filter(|s| !s.is_empty())
         .ok_or(NormalizeError::MissingEventId)?;
-    let chat_id = body
-        .chat_id
+    let chat_id = chat_id
         .filter(|s| !s.is_empty())
         .ok_or(NormalizeError::MissingChatId)?;
-    let create_time_ms = match header.create_time {
-        None => None,
-        Some(t) => Some(t.millis().ok_or(NormalizeError::BadCreateTime)?),
+    let create_time_ms = match create_time {
+        CreateTime::Absent => None,
+        CreateTime::Millis(ms) => Some(ms),
+        CreateTime::Text(t) => Some(
+            t.trim()
+                .parse()
+                .map_err(|_| NormalizeError::BadCreateTime)?,
+        ),
     };
 
     Ok(MemberRecord {
         schema: kind.schema(),
         meta: Meta {
             event_id,
-            event_type: event.event_type().to_owned(),
+            event_type: event.event_type(),
             create_time_ms,
-            tenant_key: header.tenant_key,
-            app_id: header.app_id,
+            tenant_key,
+            app_id,
         },
         chat_id,
-        chat_name: body.name,
-        chat_i18n_names: body.i18n_names.unwrap_or_default(),
-        external: body.external,
-        operator: body.operator_id.unwrap_or_default(),
-        operator_tenant_key: body.operator_tenant_key,
+        chat_name,
+        chat_i18n_names,
+        external,
+        operator,
+        operator_tenant_key,
         users,
         received_at_ms,
     })
-}
-
-impl From<InUser> for User {
-    fn from(u: InUser) -> Self {
-        let ids = u.user_id.unwrap_or_default();
-        User {
-            name: u.name,
-            tenant_key: u.tenant_key,
-            open_id: ids.open_id,
-            union_id: ids.union_id,
-            user_id: ids.user_id,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,7 @@
 //! which suits events far rarer than messages. Only an envelope with
 //! neither (Feishu sends none) goes without a key.
 
-use serde_json::{Map, Value};
-
-use super::{header_text, lenient_create_time, Meta, NormalizeError};
+use super::{Meta, NormalizeError};
 use crate::protocol::VerifiedEvent;
 
 /// The `schema` header of every raw record (the value is Feishu's own
@@ -25,49 +23,40 @@ pub const RAW_SCHEMA: &str = "feishu.raw_event.v1";
 
 /// A raw record and what its headers say of it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawRecord {
+pub struct RawRecord<'a> {
     /// `create_time_ms` is `header.create_time` when it reads as
     /// milliseconds: the envelope is published whatever it holds.
-    pub meta: Meta,
-    pub key: Option<String>,
-    /// The envelope, token redacted.
-    pub value: Value,
+    pub meta: Meta<'a>,
+    pub key: Option<&'a str>,
+    /// The envelope's text, token redacted.
+    pub value: String,
 }
 
 /// The raw record of a verified v2 event. Only an event without an
 /// `event_id` cannot be one: it could not be deduplicated.
-pub fn encode(event: &VerifiedEvent) -> Result<RawRecord, NormalizeError> {
-    let event_id = event
-        .event_id()
-        .filter(|id| !id.is_empty())
-        .ok_or(NormalizeError::MissingEventId)?;
-    let envelope = event.envelope();
-    let text = |field| header_text(envelope, field).map(str::to_owned);
+pub fn encode(event: &VerifiedEvent) -> Result<RawRecord<'_>, NormalizeError> {
+    if event.event_id().is_none_or(str::is_empty) {
+        return Err(NormalizeError::MissingEventId);
+    }
     Ok(RawRecord {
-        meta: Meta {
-            event_id: event_id.to_owned(),
-            event_type: event.event_type().to_owned(),
-            create_time_ms: lenient_create_time(envelope),
-            tenant_key: text("tenant_key"),
-            app_id: text("app_id"),
-        },
-        key: key(envelope).map(str::to_owned),
-        value: event.redacted_envelope(),
+        meta: Meta::lenient(event),
+        key: key(event),
+        value: event.redacted(),
     })
 }
 
 /// The record key of a raw event (module documentation).
-pub fn key(envelope: &Map<String, Value>) -> Option<&str> {
-    let non_empty = |field| header_text(envelope, field).filter(|s| !s.is_empty());
-    super::chat_id(envelope)
-        .or_else(|| non_empty("tenant_key"))
-        .or_else(|| non_empty("app_id"))
+pub fn key(event: &VerifiedEvent) -> Option<&str> {
+    event
+        .chat_id()
+        .or_else(|| event.tenant_key().filter(|s| !s.is_empty()))
+        .or_else(|| event.app_id().filter(|s| !s.is_empty()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn verified(v: Value) -> VerifiedEvent {
         VerifiedEvent::for_tests(v).expect("classifiable")
@@ -78,24 +67,21 @@ mod tests {
         let env = json!({"schema":"2.0","header":{"event_id":"m1","token":"secret-token","create_time":"1608725989000",
             "event_type":"im.message.receive_v1","tenant_key":"t1","app_id":"cli_1"},
             "event":{"sender":{"sender_id":{"open_id":"ou_1"}},"message":{"chat_id":"oc_9","content":"{\"text\":\"你好 🎉\"}"}}});
-        let rec = encode(&verified(env.clone())).unwrap();
+        let event = verified(env.clone());
+        let rec = encode(&event).unwrap();
         let mut want = env;
         want["header"]["token"] = "[redacted]".into();
-        assert_eq!(rec.value, want);
-        // Key order too: the value is Feishu's envelope, not a re-arrangement.
-        assert_eq!(
-            serde_json::to_string(&rec.value).unwrap(),
-            serde_json::to_string(&want).unwrap()
-        );
-        assert_eq!(rec.key.as_deref(), Some("oc_9"));
+        // Byte for byte: the value is Feishu's envelope, not a re-arrangement.
+        assert_eq!(rec.value, serde_json::to_string(&want).unwrap());
+        assert_eq!(rec.key, Some("oc_9"));
         assert_eq!(
             rec.meta,
             Meta {
-                event_id: "m1".into(),
-                event_type: "im.message.receive_v1".into(),
+                event_id: "m1",
+                event_type: "im.message.receive_v1",
                 create_time_ms: Some(1608725989000),
-                tenant_key: Some("t1".into()),
-                app_id: Some("cli_1".into()),
+                tenant_key: Some("t1"),
+                app_id: Some("cli_1"),
             }
         );
     }
@@ -107,9 +93,8 @@ mod tests {
             for (k, v) in header.as_object().unwrap() {
                 h[k] = v.clone();
             }
-            encode(&verified(json!({"header": h, "event": event})))
-                .unwrap()
-                .key
+            let event = verified(json!({"header": h, "event": event}));
+            encode(&event).unwrap().key.map(str::to_owned)
         };
         let both = json!({"tenant_key":"t","app_id":"a"});
         assert_eq!(
@@ -140,7 +125,10 @@ mod tests {
         );
         let rec = encode(&odd).unwrap();
         assert_eq!(rec.meta.create_time_ms, None);
-        assert_eq!(rec.value["event"], 5);
+        assert_eq!(
+            serde_json::from_str::<Value>(&rec.value).unwrap()["event"],
+            5
+        );
     }
 
     #[test]
@@ -151,10 +139,12 @@ mod tests {
         );
         let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let v = jsonschema::validator_for(&schema).unwrap();
-        let rec = encode(&verified(json!({"schema":"2.0","header":{"event_id":"m1","token":"tok","create_time":"1",
-            "event_type":"im.message.receive_v1","tenant_key":"t1","app_id":"cli_1"},"event":{"message":{"chat_id":"oc_9"}}})))
-        .unwrap();
-        assert!(v.is_valid(&rec.value), "{}", rec.value);
+        let event = verified(
+            json!({"schema":"2.0","header":{"event_id":"m1","token":"tok","create_time":"1",
+            "event_type":"im.message.receive_v1","tenant_key":"t1","app_id":"cli_1"},"event":{"message":{"chat_id":"oc_9"}}}),
+        );
+        let rec: Value = serde_json::from_str(&encode(&event).unwrap().value).unwrap();
+        assert!(v.is_valid(&rec), "{rec}");
         assert!(!v.is_valid(&json!({"header":{"event_id":"m1","event_type":"x","token":"tok"}})));
     }
 
@@ -162,12 +152,13 @@ mod tests {
         #[test]
         fn encode_never_panics(doc in crate::record::member::tests::arb_json()) {
             if let Some(e) = VerifiedEvent::for_tests(json!({"schema":"2.0","header":{"event_id":"e","event_type":"x.y_v1"},"event": doc.clone()})) {
-                let rec = encode(&e).unwrap();
-                proptest::prop_assert_eq!(&rec.value["event"], &doc);
+                let rec: Value = serde_json::from_str(&encode(&e).unwrap().value).unwrap();
+                proptest::prop_assert_eq!(&rec["event"], &doc);
             }
             if let Some(e) = VerifiedEvent::for_tests(json!({"header": doc, "event": {}})) {
                 if let Ok(rec) = encode(&e) {
-                    proptest::prop_assert!(rec.value["header"].get("token").is_none_or(|t| t == "[redacted]"));
+                    let rec: Value = serde_json::from_str(&rec.value).unwrap();
+                    proptest::prop_assert!(rec["header"].get("token").is_none_or(|t| t == "[redacted]"));
                 }
             }
         }

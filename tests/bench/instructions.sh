@@ -5,6 +5,7 @@
 # event delivered twice). Callgrind counts instructions, not time: the same
 # build and input give the same count on any machine, whatever else runs,
 # so a small regression shows. The baseline is tests/bench/INSTRUCTIONS.
+# The figures are followed by a table per stage (tests/bench/stages.py).
 #
 #   bash tests/bench/instructions.sh            # print the figures
 #   bash tests/bench/instructions.sh --check    # CI: fail past the baseline + 5 %
@@ -31,6 +32,8 @@ deliveries=$(awk '{print $2}' <<<"$line")
 allocations=$(awk '{print $4}' <<<"$line")
 instructions=$((total / deliveries))
 echo "instructions: $instructions per delivery, $allocations allocations per delivery ($deliveries deliveries, $total instructions)"
+# Where they go, stage by stage (docs/benchmarks.md compares builds with it).
+python3 tests/bench/stages.py "$out" "$deliveries" 2>/dev/null || echo "instructions: no per-stage table (callgrind_annotate failed)"
 
 case "$MODE" in
   --update)

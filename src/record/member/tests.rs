@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 
 const SEED: &str = include_str!("../../../tests/fixtures/seed_sample.json");
 
@@ -84,7 +84,8 @@ fn the_withdrawal_record_is_byte_for_byte_what_it_was() {
 #[test]
 fn every_kind_reads_the_same_fields_under_the_same_names() {
     for kind in MemberKind::ALL {
-        let rec = normalize(&verified(seed_as(kind)), kind, 7).unwrap();
+        let event = verified(seed_as(kind));
+        let rec = normalize(&event, kind, 7).unwrap();
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(keys_of(&v), expected_keys(kind), "{kind:?}");
         assert_eq!(v["schema"], kind.schema());

@@ -41,7 +41,10 @@ fn publish(event: &protocol::VerifiedEvent) {
         .collect();
     outcomes.push(record::raw::encode(event).map(|rec| {
         let _ = rec.key;
-        serde_json::to_vec(&rec.value).unwrap_or_default()
+        // The redacted envelope must stay JSON, and keep no token.
+        let value: serde_json::Value = serde_json::from_str(&rec.value).expect("a raw record is JSON");
+        assert!(value["header"].get("token").is_none_or(|t| t == "[redacted]"));
+        rec.value.into_bytes()
     }));
     for outcome in outcomes {
         if let Err(reason) = outcome {
