@@ -20,7 +20,8 @@ use crate::metrics::{outcome, Ingress as Via, Metrics};
 use crate::pipeline::{self, Answer, Pipeline};
 
 const WEBHOOK: Via = Via::Webhook;
-use crate::protocol::{Inbound, Matched, Rejection, SignatureHeaders, Slot, Verifier};
+use crate::protocol::{Inbound, Matched, Rejection, SignatureHeaders, Slot};
+use crate::reload::SharedVerifier;
 
 /// Seconds Feishu is told to wait before retrying after a 503. Feishu uses
 /// its own schedule; the header is for other clients and for humans.
@@ -34,7 +35,8 @@ const RETRY_AFTER_SECS: &str = "15";
 const UNSIGNED_ANSWER_FLOOR: Duration = Duration::from_millis(20);
 
 pub struct Ingress {
-    pub verifier: Verifier,
+    /// Replaced when the secret files change (`crate::reload`).
+    pub verifier: Arc<SharedVerifier>,
     pub pipeline: Pipeline,
     pub metrics: Metrics,
     pub publish_deadline: Duration,
@@ -47,7 +49,7 @@ pub struct Ingress {
 pub fn router(path: &str, ingress: Arc<Ingress>) -> Router {
     ingress
         .metrics
-        .register_secret_slots(ingress.verifier.configured());
+        .register_secret_slots(ingress.verifier.current().configured());
     Router::new()
         .route(path, post(event))
         .with_state(ingress)
@@ -131,6 +133,7 @@ async fn handle_event(s: &Ingress, headers: &HeaderMap, body: Body, started: Ins
     };
     let verified = s
         .verifier
+        .current()
         .verify_matched(&bytes, signature, SystemTime::now());
     if let Ok((_, matched)) = &verified {
         count_matched(&s.metrics, *matched);

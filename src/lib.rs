@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod publish_error;
 pub mod readiness;
 pub mod record;
+pub mod reload;
 pub mod routing;
 pub mod secret;
 pub mod server;
@@ -40,15 +41,15 @@ use tokio::sync::{oneshot, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::admin::Admin;
-use crate::config::{Config, IngressMode};
+use crate::config::{Config, IngressMode, WebhookSecrets};
 use crate::dedup::Dedup;
 use crate::follower::Follower;
 use crate::ingress::Ingress;
 use crate::longconn::LongConnection;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use crate::protocol::Verifier;
 use crate::readiness::Readiness;
+use crate::reload::{Reloader, SharedVerifier};
 use crate::routing::{RawRoute, RawTypes};
 use crate::server::Listeners;
 use crate::sink::Sink;
@@ -106,16 +107,35 @@ pub async fn run(
         None => info!("snapshots off: set FEISHU_APP_ID and FEISHU_APP_SECRET (or FEISHU_APP_SECRET_FILE) to list a chat's members when the bot is added to it"),
     }
 
+    let secrets = WebhookSecrets {
+        encrypt_key: config.encrypt_key.clone(),
+        verification_token: config.verification_token.clone(),
+        encrypt_key_previous: config.encrypt_key_previous.clone(),
+        verification_token_previous: config.verification_token_previous.clone(),
+    };
+    let verifier = Arc::new(SharedVerifier::new(reload::verifier(
+        &secrets,
+        config.timestamp_window,
+    )));
+    let _secret_reload = match config.secret_reload_interval {
+        Some(period) if config.secret_sources.has_files() => {
+            info!(
+                interval_ms = period.as_millis() as u64,
+                "callback secret files are read again while running (FEISHU_SECRET_RELOAD_INTERVAL_MS)"
+            );
+            let reloader = Reloader::new(
+                config.secret_sources.clone(),
+                config.timestamp_window,
+                secrets,
+                verifier.clone(),
+                metrics.clone(),
+            );
+            Some(AbortOnDrop(tokio::spawn(reloader.watch(period))))
+        }
+        _ => None,
+    };
     let ingress = Arc::new(Ingress {
-        verifier: Verifier::new(
-            config.encrypt_key.as_ref(),
-            config.verification_token.clone(),
-            config.timestamp_window,
-        )
-        .with_previous(
-            config.encrypt_key_previous.as_ref(),
-            config.verification_token_previous.clone(),
-        ),
+        verifier,
         pipeline: pipeline.clone(),
         metrics: metrics.clone(),
         publish_deadline: config.publish_deadline,

@@ -245,3 +245,159 @@ fn a_previous_secret_without_a_current_one_stops_start_up() {
         assert_no_secret_in(&err, "error");
     }
 }
+
+/// Replaces a secret file in one step, as the kubelet does when a Secret
+/// changes (it swaps the volume's data directory).
+fn replace_file(path: &str, value: &str) {
+    let staged = format!("{path}.staged");
+    std::fs::write(&staged, format!("{value}\n")).unwrap();
+    std::fs::rename(&staged, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_files_edited_while_running_apply_without_a_restart() {
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, "rotation-reload");
+    let dir = SecretDir::new();
+    let key_file = dir.write("encrypt-key", OLD_KEY);
+    let token_file = dir.write("verification-token", OLD_TOKEN);
+    // Not there yet: a Secret without these keys.
+    let previous_key_file = path_str(&dir.0.join("encrypt-key-previous"));
+    let previous_token_file = path_str(&dir.0.join("verification-token-previous"));
+    let bridge = Bridge::spawn_with_env(&[
+        ("BRIDGE_LISTEN", "127.0.0.1:0"),
+        ("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("KAFKA_BROKERS", &broker.bootstrap),
+        ("KAFKA_TOPIC", &topic),
+        ("FEISHU_ENCRYPT_KEY_FILE", &key_file),
+        ("FEISHU_VERIFICATION_TOKEN_FILE", &token_file),
+        ("FEISHU_ENCRYPT_KEY_PREVIOUS_FILE", &previous_key_file),
+        (
+            "FEISHU_VERIFICATION_TOKEN_PREVIOUS_FILE",
+            &previous_token_file,
+        ),
+        ("FEISHU_SECRET_RELOAD_INTERVAL_MS", "200"),
+        ("BRIDGE_LOG_FORMAT", "json"),
+        ("BRIDGE_READINESS_INTERVAL_MS", "300"),
+    ]);
+    bridge.wait_ready(Duration::from_secs(30));
+    let (old, new) = (Feishu::with_key(OLD_KEY), Feishu::with_key(NEW_KEY));
+    let mut published = 0;
+    let reply = old.push(&bridge, &event("reload-old-0", OLD_TOKEN)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    published += 1;
+
+    // The console's reset: the new values current, the old ones previous.
+    for (path, value) in [
+        (&previous_key_file, OLD_KEY),
+        (&previous_token_file, OLD_TOKEN),
+        (&key_file, NEW_KEY),
+        (&token_file, NEW_TOKEN),
+    ] {
+        replace_file(path, value);
+    }
+    let changed = std::time::Instant::now();
+    // Deliveries with the old key keep coming (and keep being published)
+    // while the new key's first ones wait for the next look at the files.
+    let mut new_refused = 0;
+    for i in 1.. {
+        let reply = old
+            .push(&bridge, &event(&format!("reload-old-{i}"), OLD_TOKEN))
+            .await;
+        assert_eq!(
+            reply.status, 200,
+            "the old key was refused during the reload: {}",
+            reply.body
+        );
+        published += 1;
+        let reply = new
+            .push(&bridge, &event(&format!("reload-new-{i}"), NEW_TOKEN))
+            .await;
+        if reply.status == 200 {
+            published += 1;
+            break;
+        }
+        assert_eq!(reply.status, 401, "{}", reply.body);
+        new_refused += 1;
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "the new key was not applied within 10 s of the files changing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let applied_after = changed.elapsed();
+    // Applied: the old key is now the previous one, still published.
+    let reply = old
+        .push(&bridge, &event("reload-old-after", OLD_TOKEN))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    published += 1;
+    let m = bridge.metrics().await;
+    let reloads = |m: &str, outcome: &str| {
+        metric(
+            m,
+            &format!("feishu_bridge_secret_reloads_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert!(reloads(&m, "applied") >= 1.0, "{m}");
+    assert_eq!(reloads(&m, "failed"), 0.0, "{m}");
+    assert!(matched(&m, "encrypt_key", "previous") >= 1.0, "{m}");
+    assert_eq!(
+        matched(&m, "encrypt_key", "current") + matched(&m, "encrypt_key", "previous"),
+        published as f64,
+        "{m}"
+    );
+    eprintln!(
+        "reload: the new key was applied {applied_after:?} after the files changed ({new_refused} refused before)"
+    );
+
+    // A broken edit (the current key emptied): nothing changes, and the
+    // operator is told why.
+    replace_file(&key_file, "");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let reply = new
+        .push(&bridge, &event("reload-new-kept", NEW_TOKEN))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    published += 1;
+    let reply = old
+        .push(&bridge, &event("reload-old-kept", OLD_TOKEN))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    published += 1;
+    let m = bridge.metrics().await;
+    assert_eq!(reloads(&m, "failed"), 1.0, "told once: {m}");
+    assert_eq!(
+        metric(&m, "feishu_bridge_secret_reload_failing"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        reqwest::blocking_get(&bridge.admin_url("/readyz")).unwrap(),
+        200,
+        "readiness stays"
+    );
+    let logs = bridge.log_text();
+    assert_eq!(
+        logs.lines()
+            .filter(|l| l.contains("cannot be used") && l.contains("FEISHU_ENCRYPT_KEY"))
+            .count(),
+        1,
+        "{logs}"
+    );
+    // Fixed again: the files hold the running secrets.
+    replace_file(&key_file, NEW_KEY);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let m = bridge.metrics().await;
+    assert_eq!(
+        metric(&m, "feishu_bridge_secret_reload_failing"),
+        0.0,
+        "{m}"
+    );
+    assert_no_secret_in(&bridge.log_text(), "logs");
+    assert_no_secret_in(&m, "metrics");
+    assert!(bridge.terminate(Duration::from_secs(20)).success());
+
+    let records = read_topic(&broker.bootstrap, &topic, published, SETTLE);
+    assert_eq!(records.len(), published, "{records:?}");
+}

@@ -120,6 +120,16 @@ pub struct FeishuArgs {
     )]
     pub verification_token_previous_file: Option<PathBuf>,
 
+    /// How often the callback's secret files (the `_FILE` settings) are
+    /// read again, in ms: a changed file is applied without a restart, a
+    /// file that cannot be used keeps the running secrets. 0: never.
+    #[arg(
+        long,
+        env = "FEISHU_SECRET_RELOAD_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
+    pub secret_reload_interval_ms: u64,
+
     /// Accepted clock skew of X-Lark-Request-Timestamp, in seconds (0 disables the check).
     #[arg(long, env = "BRIDGE_TIMESTAMP_WINDOW_SECS", default_value_t = 300)]
     pub timestamp_window_secs: u64,
@@ -138,7 +148,7 @@ pub struct LongConnectionConfig {
 
 /// The callback's secrets: the encrypt key and the verification token, each
 /// with the value being rotated out, if any (only next to a current one).
-#[derive(Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebhookSecrets {
     pub encrypt_key: Option<Secret>,
     pub verification_token: Option<Secret>,
@@ -146,28 +156,61 @@ pub struct WebhookSecrets {
     pub verification_token_previous: Option<Secret>,
 }
 
-impl FeishuArgs {
-    /// The callback's secrets. Each ingress reads only its own, so that one
-    /// Secret with every key (some empty) serves all modes.
-    pub fn webhook_secrets(&self) -> Result<WebhookSecrets, ConfigError> {
-        if !self.ingress.webhook() {
+/// One secret setting: its value, or the file that holds it.
+#[derive(Debug, Clone, Default)]
+struct Source {
+    value: Option<Secret>,
+    file: Option<PathBuf>,
+}
+
+/// Where the callback's secrets come from, kept so that they can be read
+/// again while the bridge runs (`crate::reload`): a value given in a file
+/// may change, one given directly may not.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSecretSources {
+    webhook: bool,
+    encrypt_key: Source,
+    verification_token: Source,
+    encrypt_key_previous: Source,
+    verification_token_previous: Source,
+}
+
+impl WebhookSecretSources {
+    /// Whether any of the callback's secrets is read from a file.
+    pub fn has_files(&self) -> bool {
+        self.webhook
+            && [
+                &self.encrypt_key,
+                &self.verification_token,
+                &self.encrypt_key_previous,
+                &self.verification_token_previous,
+            ]
+            .iter()
+            .any(|s| s.value.is_none() && s.file.is_some())
+    }
+
+    /// Reads the secrets, with the checks of start-up (an empty current
+    /// value, a previous one without a current one, an unreadable file are
+    /// errors naming the setting).
+    pub fn read(&self) -> Result<WebhookSecrets, ConfigError> {
+        if !self.webhook {
             return Ok(WebhookSecrets::default());
         }
         let encrypt_key = secret(
-            &self.encrypt_key,
-            &self.encrypt_key_file,
+            &self.encrypt_key.value,
+            &self.encrypt_key.file,
             "FEISHU_ENCRYPT_KEY",
             "FEISHU_ENCRYPT_KEY_FILE",
         )?;
         let verification_token = secret(
-            &self.verification_token,
-            &self.verification_token_file,
+            &self.verification_token.value,
+            &self.verification_token.file,
             "FEISHU_VERIFICATION_TOKEN",
             "FEISHU_VERIFICATION_TOKEN_FILE",
         )?;
         let encrypt_key_previous = previous_secret(
-            &self.encrypt_key_previous,
-            &self.encrypt_key_previous_file,
+            &self.encrypt_key_previous.value,
+            &self.encrypt_key_previous.file,
             [
                 "FEISHU_ENCRYPT_KEY_PREVIOUS",
                 "FEISHU_ENCRYPT_KEY_PREVIOUS_FILE",
@@ -176,8 +219,8 @@ impl FeishuArgs {
             "FEISHU_ENCRYPT_KEY (or FEISHU_ENCRYPT_KEY_FILE)",
         )?;
         let verification_token_previous = previous_secret(
-            &self.verification_token_previous,
-            &self.verification_token_previous_file,
+            &self.verification_token_previous.value,
+            &self.verification_token_previous.file,
             [
                 "FEISHU_VERIFICATION_TOKEN_PREVIOUS",
                 "FEISHU_VERIFICATION_TOKEN_PREVIOUS_FILE",
@@ -191,6 +234,41 @@ impl FeishuArgs {
             encrypt_key_previous,
             verification_token_previous,
         })
+    }
+}
+
+impl FeishuArgs {
+    /// Where the callback's secrets come from.
+    pub fn webhook_secret_sources(&self) -> WebhookSecretSources {
+        let source = |value: &Option<Secret>, file: &Option<PathBuf>| Source {
+            value: value.clone(),
+            file: file.clone(),
+        };
+        WebhookSecretSources {
+            webhook: self.ingress.webhook(),
+            encrypt_key: source(&self.encrypt_key, &self.encrypt_key_file),
+            verification_token: source(&self.verification_token, &self.verification_token_file),
+            encrypt_key_previous: source(
+                &self.encrypt_key_previous,
+                &self.encrypt_key_previous_file,
+            ),
+            verification_token_previous: source(
+                &self.verification_token_previous,
+                &self.verification_token_previous_file,
+            ),
+        }
+    }
+
+    /// How often secret files are read again; `None` never.
+    pub fn secret_reload_interval(&self) -> Option<Duration> {
+        (self.secret_reload_interval_ms > 0)
+            .then(|| Duration::from_millis(self.secret_reload_interval_ms))
+    }
+
+    /// The callback's secrets. Each ingress reads only its own, so that one
+    /// Secret with every key (some empty) serves all modes.
+    pub fn webhook_secrets(&self) -> Result<WebhookSecrets, ConfigError> {
+        self.webhook_secret_sources().read()
     }
 
     /// The long connection's settings, when it is an ingress.

@@ -24,7 +24,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::secret::Secret;
 pub use dedup::DedupArgs;
-pub use feishu::{FeishuArgs, IngressMode, LongConnectionConfig, FEISHU_DOMAIN, LARK_DOMAIN};
+pub use feishu::{
+    FeishuArgs, IngressMode, LongConnectionConfig, WebhookSecretSources, WebhookSecrets,
+    FEISHU_DOMAIN, LARK_DOMAIN,
+};
 pub use kafka::KafkaArgs;
 pub use openapi::{OpenApiArgs, OpenApiSettings, SnapshotMode};
 pub use routing::RoutingArgs;
@@ -142,6 +145,10 @@ pub struct Config {
     pub encrypt_key_previous: Option<Secret>,
     /// Still accepted during a rotation; only next to `verification_token`.
     pub verification_token_previous: Option<Secret>,
+    /// Where those four come from, to read them again (`crate::reload`).
+    pub secret_sources: WebhookSecretSources,
+    /// How often secret files are read again; `None` never.
+    pub secret_reload_interval: Option<Duration>,
     pub brokers: String,
     pub topic: String,
     pub dlq_topic: String,
@@ -192,6 +199,8 @@ impl Settings {
             verification_token: secrets.verification_token,
             encrypt_key_previous: secrets.encrypt_key_previous,
             verification_token_previous: secrets.verification_token_previous,
+            secret_sources: self.feishu.webhook_secret_sources(),
+            secret_reload_interval: self.feishu.secret_reload_interval(),
             brokers: kafka.brokers,
             topic: kafka.topic,
             dlq_topic: kafka.dlq_topic,

@@ -10,8 +10,10 @@ use crate::protocol::{Configured, Matched, Slot};
 
 mod follower;
 mod hot;
+mod reload;
 pub use follower::{learned, FollowerMetrics};
 use hot::Hot;
+pub use reload::{reload_outcome, ReloadMetrics};
 use std::sync::Arc;
 
 /// Latency buckets in seconds, dense around Feishu's 3 s deadline.
@@ -113,6 +115,7 @@ pub struct Metrics {
     pub long_connection: LongConnectionMetrics,
     pub follower: FollowerMetrics,
     pub secret_matched: SecretMatchedMetrics,
+    pub secret_reload: ReloadMetrics,
     hot: Arc<Hot>,
 }
 
@@ -324,6 +327,7 @@ impl Metrics {
         let secret_matched = SecretMatchedMetrics::new();
 
         let follower = FollowerMetrics::new();
+        let secret_reload = ReloadMetrics::new();
 
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -347,6 +351,7 @@ impl Metrics {
         ]
         .into_iter()
         .chain(follower.collectors())
+        .chain(secret_reload.collectors())
         {
             registry.register(c).expect("metric names are unique");
         }
@@ -390,12 +395,14 @@ impl Metrics {
             long_connection,
             follower,
             secret_matched,
+            secret_reload,
             hot,
         }
     }
 
     /// Creates the `secret_matched_total` series of the configured secrets'
-    /// values, at 0. Once, at start-up; again is a no-op.
+    /// values, at 0: at start-up, and when reloaded secrets add a value
+    /// (a series already there is left as it is).
     pub fn register_secret_slots(&self, configured: Configured) {
         let m = &self.secret_matched;
         let configured = (configured
