@@ -44,15 +44,19 @@ pub struct Ingress {
     pub body_timeout: Duration,
 }
 
-/// The callback listener's routes: `path` and nothing else, so that an
-/// ingress routing the callback host publishes no operator endpoint.
-pub fn router(path: &str, ingress: Arc<Ingress>) -> Router {
-    ingress
-        .metrics
-        .register_secret_slots(ingress.verifier.current().configured());
-    Router::new()
-        .route(path, post(event))
-        .with_state(ingress)
+/// The callback listener's routes: each path with the ingress (the
+/// verifier of one app) that checks what arrives on it, and nothing else,
+/// so that an ingress routing the callback host publishes no operator
+/// endpoint.
+pub fn router(paths: Vec<(String, Arc<Ingress>)>) -> Router {
+    let mut router = Router::new();
+    for (path, ingress) in paths {
+        ingress
+            .metrics
+            .register_secret_slots(ingress.verifier.current().configured());
+        router = router.route(&path, post(event).with_state(ingress));
+    }
+    router
         // Defence in depth: no input is known to panic a handler, but if one
         // ever does, answer 500 (Feishu retries) instead of resetting the
         // connection.

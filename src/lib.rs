@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod callbacks;
 pub mod clock;
 pub mod cloudevents;
 pub mod config;
@@ -41,15 +42,13 @@ use tokio::sync::{oneshot, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::admin::Admin;
-use crate::config::{Config, IngressMode, WebhookSecrets};
+use crate::config::{Config, IngressMode};
 use crate::dedup::Dedup;
 use crate::follower::Follower;
-use crate::ingress::Ingress;
 use crate::longconn::LongConnection;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::readiness::Readiness;
-use crate::reload::{Reloader, SharedVerifier};
 use crate::routing::{RawRoute, RawTypes};
 use crate::server::Listeners;
 use crate::sink::Sink;
@@ -107,41 +106,7 @@ pub async fn run(
         None => info!("snapshots off: set FEISHU_APP_ID and FEISHU_APP_SECRET (or FEISHU_APP_SECRET_FILE) to list a chat's members when the bot is added to it"),
     }
 
-    let secrets = WebhookSecrets {
-        encrypt_key: config.encrypt_key.clone(),
-        verification_token: config.verification_token.clone(),
-        encrypt_key_previous: config.encrypt_key_previous.clone(),
-        verification_token_previous: config.verification_token_previous.clone(),
-    };
-    let verifier = Arc::new(SharedVerifier::new(reload::verifier(
-        &secrets,
-        config.timestamp_window,
-    )));
-    let _secret_reload = match config.secret_reload_interval {
-        Some(period) if config.secret_sources.has_files() => {
-            info!(
-                interval_ms = period.as_millis() as u64,
-                "callback secret files are read again while running (FEISHU_SECRET_RELOAD_INTERVAL_MS)"
-            );
-            let reloader = Reloader::new(
-                config.secret_sources.clone(),
-                config.timestamp_window,
-                secrets,
-                verifier.clone(),
-                metrics.clone(),
-            );
-            Some(AbortOnDrop(tokio::spawn(reloader.watch(period))))
-        }
-        _ => None,
-    };
-    let ingress = Arc::new(Ingress {
-        verifier,
-        pipeline: pipeline.clone(),
-        metrics: metrics.clone(),
-        publish_deadline: config.publish_deadline,
-        body_limit: config.body_limit_bytes,
-        body_timeout: config.body_timeout,
-    });
+    let mut callbacks = callbacks::callbacks(&config, &pipeline, &metrics);
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
@@ -253,7 +218,7 @@ pub async fn run(
     };
     match listeners.callback {
         Some(listener) => {
-            let app = ingress::router(&config.event_path, ingress);
+            let app = ingress::router(std::mem::take(&mut callbacks.paths));
             server::serve(listener, app, limits, shutdown).await;
         }
         None => shutdown.await,

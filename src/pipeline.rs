@@ -287,6 +287,9 @@ pub fn report(
                 NotRouted::Unlisted => {
                     info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "event type not routed (BRIDGE_EVENT_TYPES, BRIDGE_RAW_EVENT_TYPES); acknowledged")
                 }
+                NotRouted::AppTicket => {
+                    info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "app_ticket (a store app's credential): never published; acknowledged")
+                }
                 NotRouted::Schema1 => {
                     info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "schema 1.0 event: never routed (only 2.0 envelopes are published); acknowledged")
                 }

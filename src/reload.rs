@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::config::{WebhookSecretSources, WebhookSecrets};
+use crate::config::{ConfigError, WebhookSecretSources, WebhookSecrets};
 use crate::metrics::{reload_outcome, Metrics};
 use crate::protocol::Verifier;
 
@@ -71,9 +71,14 @@ pub enum Checked {
     Failed(String),
 }
 
+/// Reads one set of secrets (the single app's, or one listed app's).
+type Read = Box<dyn Fn() -> Result<WebhookSecrets, ConfigError> + Send + Sync>;
+
 /// Reads the secret files again and applies what changed.
 pub struct Reloader {
-    sources: WebhookSecretSources,
+    read: Read,
+    /// The listed app these secrets are for; `None` for the single app.
+    app: Option<String>,
     window: Option<Duration>,
     applied: WebhookSecrets,
     /// The last failure logged, so that a broken file is told once.
@@ -83,7 +88,8 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// `applied`: the secrets `shared` was built with.
+    /// The single app's secrets, from `sources`. `applied`: the secrets
+    /// `shared` was built with.
     pub fn new(
         sources: WebhookSecretSources,
         window: Option<Duration>,
@@ -92,7 +98,28 @@ impl Reloader {
         metrics: Metrics,
     ) -> Self {
         Reloader {
-            sources,
+            read: Box::new(move || sources.read()),
+            app: None,
+            window,
+            applied,
+            failure: None,
+            shared,
+            metrics,
+        }
+    }
+
+    /// A listed app's secrets, read by `read` (from `BRIDGE_APPS_FILE`).
+    pub fn for_app(
+        app: String,
+        read: Read,
+        window: Option<Duration>,
+        applied: WebhookSecrets,
+        shared: Arc<SharedVerifier>,
+        metrics: Metrics,
+    ) -> Self {
+        Reloader {
+            read,
+            app: Some(app),
             window,
             applied,
             failure: None,
@@ -104,14 +131,15 @@ impl Reloader {
     /// One look at the files.
     pub fn check(&mut self) -> Checked {
         let m = &self.metrics.secret_reload;
-        let secrets = match self.sources.read() {
+        let app = self.app.as_deref().unwrap_or_default();
+        let secrets = match (self.read)() {
             Ok(secrets) => secrets,
             Err(e) => {
                 let reason = e.to_string();
                 m.failing.set(1);
                 if self.failure.as_ref() != Some(&reason) {
                     m.reloads.with_label_values(&[reload_outcome::FAILED]).inc();
-                    warn!(reason = %reason, "a callback secret file changed but cannot be used; the running secrets stay until it is fixed");
+                    warn!(app, reason = %reason, "a callback secret file changed but cannot be used; the running secrets stay until it is fixed");
                     self.failure = Some(reason.clone());
                 }
                 return Checked::Failed(reason);
@@ -119,12 +147,15 @@ impl Reloader {
         };
         m.failing.set(0);
         if self.failure.take().is_some() && secrets == self.applied {
-            info!("the callback secret files can be used again; they hold the running secrets");
+            info!(
+                app,
+                "the callback secret files can be used again; they hold the running secrets"
+            );
         }
         if secrets == self.applied {
             return Checked::Unchanged;
         }
-        let changed = changed(&self.applied, &secrets);
+        let changed = changed(&self.applied, &secrets, self.app.is_some());
         let verifier = verifier(&secrets, self.window);
         self.metrics.register_secret_slots(verifier.configured());
         self.shared.replace(verifier);
@@ -132,7 +163,7 @@ impl Reloader {
         m.reloads
             .with_label_values(&[reload_outcome::APPLIED])
             .inc();
-        info!(settings = %changed.join(","), "callback secrets changed in their files; applied to every request from now on");
+        info!(app, settings = %changed.join(","), "callback secrets changed in their files; applied to every request from now on");
         Checked::Applied(changed)
     }
 
@@ -148,27 +179,31 @@ impl Reloader {
     }
 }
 
-/// The settings whose value differs, by name.
-fn changed(before: &WebhookSecrets, after: &WebhookSecrets) -> Vec<&'static str> {
+/// The settings whose value differs, by name: the single app's settings,
+/// or a listed app's fields.
+fn changed(before: &WebhookSecrets, after: &WebhookSecrets, listed: bool) -> Vec<&'static str> {
     [
         (
-            "FEISHU_ENCRYPT_KEY",
+            ["FEISHU_ENCRYPT_KEY", "encrypt_key"],
             before.encrypt_key != after.encrypt_key,
         ),
         (
-            "FEISHU_VERIFICATION_TOKEN",
+            ["FEISHU_VERIFICATION_TOKEN", "verification_token"],
             before.verification_token != after.verification_token,
         ),
         (
-            "FEISHU_ENCRYPT_KEY_PREVIOUS",
+            ["FEISHU_ENCRYPT_KEY_PREVIOUS", "encrypt_key_previous"],
             before.encrypt_key_previous != after.encrypt_key_previous,
         ),
         (
-            "FEISHU_VERIFICATION_TOKEN_PREVIOUS",
+            [
+                "FEISHU_VERIFICATION_TOKEN_PREVIOUS",
+                "verification_token_previous",
+            ],
             before.verification_token_previous != after.verification_token_previous,
         ),
     ]
     .into_iter()
-    .filter_map(|(name, differs)| differs.then_some(name))
+    .filter_map(|(names, differs)| differs.then_some(names[usize::from(listed)]))
     .collect()
 }

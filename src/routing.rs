@@ -28,7 +28,14 @@ pub enum NotRouted {
     /// legacy catalogue, which the raw form (the 2.0 envelope) does not
     /// cover; subscribe the app to the 2.0 types instead.
     Schema1,
+    /// `app_ticket`: a store app's credential for its OpenAPI tokens, which
+    /// Feishu pushes to the callback URL. Never published, whatever the
+    /// routing says (`*` included): a topic is no place for a credential.
+    AppTicket,
 }
+
+/// The event type of a store app's ticket.
+pub const APP_TICKET: &str = "app_ticket";
 
 /// Which types go raw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +75,11 @@ impl Routing {
     }
 
     pub fn route(&self, event: &VerifiedEvent) -> Result<Route, NotRouted> {
+        // Feishu sends the ticket as a schema 1.0 event; whichever it is,
+        // it is told apart first.
+        if event.event_type() == APP_TICKET {
+            return Err(NotRouted::AppTicket);
+        }
         if event.schema() != Schema::V2 {
             return Err(NotRouted::Schema1);
         }
@@ -151,6 +163,8 @@ mod tests {
             }),
         );
         let r = |t| all.route(&event(t));
+        // A store app's ticket never goes anywhere, even with `*`.
+        assert_eq!(r("app_ticket"), Err(NotRouted::AppTicket));
         // A member type not listed goes raw with `*`.
         assert_eq!(r("im.chat.member.user.added_v1"), Ok(Route::Raw));
         assert_eq!(
@@ -162,6 +176,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(all.route(&v1), Err(NotRouted::Schema1));
+        let ticket = VerifiedEvent::for_tests(
+            json!({"type":"event_callback","uuid":"u","token":"t","event":{"type":"app_ticket","app_id":"cli_1","app_ticket":"secret-ticket"}}),
+        )
+        .unwrap();
+        assert_eq!(all.route(&ticket), Err(NotRouted::AppTicket));
     }
 
     #[test]

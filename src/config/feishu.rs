@@ -120,6 +120,11 @@ pub struct FeishuArgs {
     )]
     pub verification_token_previous_file: Option<PathBuf>,
 
+    /// Several apps: a JSON file listing each app's name, App ID, kind and
+    /// secrets; each app's callbacks on `<BRIDGE_EVENT_PATH>/<name>`.
+    #[arg(long, env = "BRIDGE_APPS_FILE")]
+    pub apps_file: Option<PathBuf>,
+
     /// How often the callback's secret files (the `_FILE` settings) are
     /// read again, in ms: a changed file is applied without a restart, a
     /// file that cannot be used keeps the running secrets. 0: never.
@@ -257,6 +262,22 @@ impl FeishuArgs {
                 &self.verification_token_previous_file,
             ),
         }
+    }
+
+    /// The listed apps (`BRIDGE_APPS_FILE`); empty without a list. They
+    /// take callbacks, so the list needs the webhook ingress.
+    pub fn apps(&self) -> Result<super::apps::Apps, ConfigError> {
+        let Some(path) = &self.apps_file else {
+            return Ok(super::apps::Apps::default());
+        };
+        let apps = super::apps::Apps::read(path)?;
+        if !apps.0.is_empty() && !self.ingress.webhook() {
+            return Err(invalid(
+                super::apps::SETTING,
+                "lists apps whose callbacks need BRIDGE_INGRESS=webhook or both",
+            ));
+        }
+        Ok(apps)
     }
 
     /// How often secret files are read again; `None` never.

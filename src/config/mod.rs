@@ -10,6 +10,7 @@
 //! (`feishu`), Kafka (`kafka`), deduplication (`dedup`) and which events go
 //! where (`routing`). This module puts them together into a [`Config`].
 
+pub mod apps;
 mod dedup;
 mod feishu;
 mod kafka;
@@ -149,6 +150,12 @@ pub struct Config {
     pub secret_sources: WebhookSecretSources,
     /// How often secret files are read again; `None` never.
     pub secret_reload_interval: Option<Duration>,
+    /// `BRIDGE_APPS_FILE`: the listed apps, each on `<event_path>/<name>`.
+    pub apps: apps::Apps,
+    pub apps_file: Option<std::path::PathBuf>,
+    /// Whether `event_path` itself is served (the single app's secrets, or
+    /// no list at all).
+    pub serve_single_app: bool,
     pub brokers: String,
     pub topic: String,
     pub dlq_topic: String,
@@ -181,6 +188,12 @@ impl Settings {
     /// Validates the raw settings; the error names the first bad setting.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let secrets = self.feishu.webhook_secrets()?;
+        let apps = self.feishu.apps()?;
+        // With a list, the bare path is served only for a single app that
+        // has secrets: without any, it would take anyone's events.
+        let serve_single_app = apps.0.is_empty()
+            || secrets.encrypt_key.is_some()
+            || secrets.verification_token.is_some();
         let (server, ingress) = (&self.server, self.feishu.ingress);
         server.validate(ingress)?;
         let kafka = self.kafka.validate()?;
@@ -200,6 +213,9 @@ impl Settings {
             encrypt_key_previous: secrets.encrypt_key_previous,
             verification_token_previous: secrets.verification_token_previous,
             secret_sources: self.feishu.webhook_secret_sources(),
+            apps,
+            apps_file: self.feishu.apps_file.clone(),
+            serve_single_app,
             secret_reload_interval: self.feishu.secret_reload_interval(),
             brokers: kafka.brokers,
             topic: kafka.topic,

@@ -800,3 +800,28 @@ def test_routing_values_reach_the_configmap(chart):
     assert cm["data"]["BRIDGE_EVENT_TYPES"] == binary_default
     assert len(binary_default.split(",")) == 5
     assert cm["data"]["BRIDGE_RAW_EVENT_TYPES"] == ""
+
+
+def test_listed_apps_become_the_secrets_apps_json_that_the_bridge_reads():
+    """secrets.apps (docs/apps.md) is stored as the Secret's apps.json, in
+    the shape BRIDGE_APPS_FILE reads; with a list, the single app's keys may
+    be left out (then neither they nor their settings are rendered)."""
+    apps = [{"name": "hr", "app_id": "cli_a1", "encrypt_key": "hr-key", "verification_token": "hr-token"},
+            {"name": "shop", "app_id": "cli_b2", "kind": "store", "verification_token": "shop-token"}]
+    with helm.Chart.load(CHART) as c:
+        r = render(c, {"secrets": {"apps": apps}})
+        secret = r.one("Secret", fullname())
+        assert json.loads(secret["stringData"]["apps.json"]) == {"apps": apps}
+        assert "encrypt-key" not in secret["stringData"]
+        (container,) = r.one("Deployment", fullname())["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["BRIDGE_APPS_FILE"] == "/etc/feishu-kafka-bridge/secrets/apps.json"
+        assert "FEISHU_ENCRYPT_KEY_FILE" not in env
+        # Both: the single app keeps /webhook/event.
+        r = render(c, merged(SHAPES["webhook-inline-secrets"], {"secrets": {"apps": apps}}))
+        secret = r.one("Secret", fullname())
+        assert {"encrypt-key", "verification-token", "apps.json"} <= set(secret["stringData"])
+        for bad in ({"name": "Bad/Name", "app_id": "c"}, {"name": "x", "app_id": "c", "colour": 1},
+                    {"name": "x", "app_id": "c", "ingress": "long_connection"}):
+            with pytest.raises(helm.HelmValuesError):
+                c.render({"secrets": {"apps": [bad]}}, name=RELEASE, namespace=NAMESPACE)

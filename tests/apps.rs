@@ -1,0 +1,260 @@
+//! Several apps in one deployment (`BRIDGE_APPS_FILE`), end to end: the
+//! real binary and a real tansu broker. Each listed app's callbacks arrive on
+//! `/webhook/event/<name>` and are checked with that app's keys only
+//! (another app's key there is the uniform 401); the single app's settings
+//! keep serving `/webhook/event`; a store app's `app_ticket` is answered and
+//! never published; an app's key edited in the list applies while running;
+//! a list that cannot work stops start-up naming the setting.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const HR_KEY: &str = "apps-hr-encrypt-key";
+const HR_TOKEN: &str = "apps-hr-verification-token";
+const HR_NEW_KEY: &str = "apps-hr-new-encrypt-key";
+const SHOP_KEY: &str = "apps-shop-encrypt-key";
+const SHOP_TOKEN: &str = "apps-shop-verification-token";
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// A withdrawal of the app `app_id` carrying `token`.
+fn event(event_id: &str, app_id: &str, token: &str) -> Value {
+    let mut v = withdrawal(event_id, "oc_apps");
+    v["header"]["token"] = token.into();
+    v["header"]["app_id"] = app_id.into();
+    v
+}
+
+fn list(hr_key: &str) -> String {
+    json!({"apps": [
+        {"name": "hr", "app_id": "cli_hr", "encrypt_key": hr_key, "verification_token": HR_TOKEN},
+        {"name": "shop", "app_id": "cli_shop", "kind": "store", "encrypt_key": SHOP_KEY, "verification_token": SHOP_TOKEN},
+    ]})
+    .to_string()
+}
+
+/// A file for the list, removed on drop.
+struct ListFile(PathBuf);
+
+impl ListFile {
+    fn new(text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "fkb-apps-{}-{}.json",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::write(&path, text).unwrap();
+        ListFile(path)
+    }
+    /// Replaced in one step, as the kubelet updates a Secret volume.
+    fn replace(&self, text: &str) {
+        let staged = self.0.with_extension("staged");
+        std::fs::write(&staged, text).unwrap();
+        std::fs::rename(&staged, &self.0).unwrap();
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ListFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn post_to(bridge: &Bridge, path: &str, key: &str, envelope: &Value) -> (u16, String) {
+    let feishu = Feishu::with_key(key);
+    let (body, headers) = feishu.sign(envelope);
+    let resp = signed_post(&feishu.client, &bridge.url(path), body, &headers)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("bridge answered");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_listed_app_is_verified_on_its_own_path_with_its_own_keys() {
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, "apps");
+    let file = ListFile::new(&list(HR_KEY));
+    let bridge = Bridge::spawn_with_env(&[
+        ("BRIDGE_LISTEN", "127.0.0.1:0"),
+        ("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("KAFKA_BROKERS", &broker.bootstrap),
+        ("KAFKA_TOPIC", &topic),
+        ("FEISHU_ENCRYPT_KEY", ENCRYPT_KEY),
+        ("FEISHU_VERIFICATION_TOKEN", TOKEN),
+        ("BRIDGE_APPS_FILE", file.path()),
+        ("FEISHU_SECRET_RELOAD_INTERVAL_MS", "200"),
+        ("BRIDGE_LOG_FORMAT", "json"),
+        ("BRIDGE_READINESS_INTERVAL_MS", "300"),
+    ]);
+    bridge.wait_ready(Duration::from_secs(30));
+    let ok = (200, r#"{"msg":"success"}"#.to_owned());
+
+    // Each app on its own path, with its own keys; the single app as before.
+    let hr = event("apps-hr-1", "cli_hr", HR_TOKEN);
+    assert_eq!(post_to(&bridge, "/webhook/event/hr", HR_KEY, &hr).await, ok);
+    let shop = event("apps-shop-1", "cli_shop", SHOP_TOKEN);
+    assert_eq!(
+        post_to(&bridge, "/webhook/event/shop", SHOP_KEY, &shop).await,
+        ok
+    );
+    let single = event("apps-single-1", "cli_single", TOKEN);
+    assert_eq!(
+        post_to(&bridge, "/webhook/event", ENCRYPT_KEY, &single).await,
+        ok
+    );
+
+    // Another app's key on a path is a bad signature, like any other.
+    let (body, headers) =
+        Feishu::with_key(SHOP_KEY).sign(&event("apps-forged", "cli_shop", SHOP_TOKEN));
+    let mut forged = headers.clone();
+    forged[2].1 = "0".repeat(64);
+    let client = reqwest::Client::new();
+    let resp = signed_post(&client, &bridge.url("/webhook/event/shop"), body, &forged)
+        .send()
+        .await
+        .unwrap();
+    let bad_signature = (resp.status().as_u16(), resp.text().await.unwrap());
+    assert_eq!(bad_signature.0, 401);
+    let cross = event("apps-cross-1", "cli_hr", HR_TOKEN);
+    assert_eq!(
+        post_to(&bridge, "/webhook/event/shop", HR_KEY, &cross).await,
+        bad_signature
+    );
+    assert_eq!(
+        post_to(&bridge, "/webhook/event", HR_KEY, &cross).await,
+        bad_signature
+    );
+    assert_eq!(
+        post_to(&bridge, "/webhook/event/hr", ENCRYPT_KEY, &single).await,
+        bad_signature
+    );
+    let (status, _) = post_to(&bridge, "/webhook/event/nobody", HR_KEY, &hr).await;
+    assert_eq!(status, 404);
+
+    // A store app's ticket (a schema 1.0 event): answered, never published.
+    let ticket = json!({"uuid": "apps-ticket-1", "token": SHOP_TOKEN, "ts": "1", "type": "event_callback",
+        "event": {"app_id": "cli_shop", "app_ticket": "apps-ticket-secret", "type": "app_ticket"}});
+    assert_eq!(
+        post_to(&bridge, "/webhook/event/shop", SHOP_KEY, &ticket).await,
+        ok
+    );
+
+    // hr's key rotated in the list: applied while running, the old one
+    // kept as previous.
+    let rotated = list(HR_NEW_KEY).replace(
+        &format!("\"encrypt_key\":\"{HR_NEW_KEY}\""),
+        &format!("\"encrypt_key\":\"{HR_NEW_KEY}\",\"encrypt_key_previous\":\"{HR_KEY}\""),
+    );
+    assert!(rotated.contains("encrypt_key_previous"), "{rotated}");
+    file.replace(&rotated);
+    let changed = Instant::now();
+    let mut published: Vec<String> = ["apps-hr-1", "apps-shop-1", "apps-single-1"]
+        .map(String::from)
+        .to_vec();
+    for i in 0.. {
+        let id = format!("apps-hr-old-{i}");
+        let old = event(&id, "cli_hr", HR_TOKEN);
+        assert_eq!(
+            post_to(&bridge, "/webhook/event/hr", HR_KEY, &old).await,
+            ok
+        );
+        published.push(id);
+        let id = format!("apps-hr-new-{i}");
+        let new = event(&id, "cli_hr", HR_TOKEN);
+        let reply = post_to(&bridge, "/webhook/event/hr", HR_NEW_KEY, &new).await;
+        if reply == ok {
+            published.push(id);
+            break;
+        }
+        assert_eq!(reply, bad_signature);
+        assert!(
+            changed.elapsed() < Duration::from_secs(10),
+            "not applied within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = bridge.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "feishu_bridge_secret_reloads_total{outcome=\"applied\"}"
+        ),
+        1.0,
+        "only hr's secrets changed: {m}"
+    );
+    assert_eq!(webhook_outcome(&m, "ignored"), 1.0, "the ticket: {m}");
+
+    let logs = bridge.log_text();
+    for secret in [
+        HR_KEY,
+        HR_NEW_KEY,
+        HR_TOKEN,
+        SHOP_KEY,
+        SHOP_TOKEN,
+        "apps-ticket-secret",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+        assert!(!m.contains(secret), "{secret} in the metrics");
+    }
+    assert!(bridge.terminate(Duration::from_secs(20)).success());
+
+    // Exactly what was answered 200 as published: nothing forged, no ticket.
+    let records = read_topic(&broker.bootstrap, &topic, published.len(), SETTLE);
+    let mut ids: Vec<String> = records
+        .iter()
+        .map(|r| r.headers["event_id"].clone())
+        .collect();
+    ids.sort();
+    published.sort();
+    assert_eq!(ids, published);
+    for r in &records {
+        let text = r.value.to_string();
+        assert!(
+            !text.contains("apps-ticket"),
+            "the ticket was published: {text}"
+        );
+    }
+}
+
+#[test]
+fn a_list_that_cannot_work_stops_start_up_naming_the_setting() {
+    let dup = json!({"apps": [
+        {"name": "hr", "app_id": "cli_1", "encrypt_key": HR_KEY},
+        {"name": "hr", "app_id": "cli_2", "encrypt_key": SHOP_KEY},
+    ]})
+    .to_string();
+    let store_ws = json!({"apps": [
+        {"name": "shop", "app_id": "cli_1", "kind": "store", "ingress": "long_connection", "encrypt_key": SHOP_KEY},
+    ]})
+    .to_string();
+    for (text, says) in [
+        (dup, "apps[1] (hr): the name is used twice"),
+        (store_ws, "a store app cannot use the long connection"),
+    ] {
+        let file = ListFile::new(&text);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"))
+            .env_clear()
+            .envs([
+                ("KAFKA_BROKERS", "127.0.0.1:1"),
+                ("BRIDGE_APPS_FILE", file.path()),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("invalid setting BRIDGE_APPS_FILE:"), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains(HR_KEY) && !err.contains(SHOP_KEY), "{err}");
+    }
+}
