@@ -56,8 +56,10 @@ pub fn callbacks(config: &Config, pipeline: &Pipeline, metrics: &Metrics) -> Cal
         };
         let verifier = Arc::new(SharedVerifier::new(reload::verifier(&secrets, window)));
         if let Some(period) = period.filter(|_| config.secret_sources.has_files()) {
+            let sources = config.secret_sources.clone();
             let reloader = Reloader::new(
-                config.secret_sources.clone(),
+                None,
+                Box::new(move || sources.read()),
                 window,
                 secrets,
                 verifier.clone(),
@@ -86,8 +88,8 @@ pub fn callbacks(config: &Config, pipeline: &Pipeline, metrics: &Metrics) -> Cal
                         ),
                     })
             });
-            let reloader = Reloader::for_app(
-                app.name.clone(),
+            let reloader = Reloader::new(
+                Some(app.name.clone()),
                 read,
                 window,
                 app.secrets.clone(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, WebhookSecretSources, WebhookSecrets};
+use crate::config::{ConfigError, WebhookSecrets};
 use crate::metrics::{reload_outcome, Metrics};
 use crate::protocol::Verifier;
 
@@ -72,7 +72,7 @@ pub enum Checked {
 }
 
 /// Reads one set of secrets (the single app's, or one listed app's).
-type Read = Box<dyn Fn() -> Result<WebhookSecrets, ConfigError> + Send + Sync>;
+pub type Read = Box<dyn Fn() -> Result<WebhookSecrets, ConfigError> + Send + Sync>;
 
 /// Reads the secret files again and applies what changed.
 pub struct Reloader {
@@ -88,29 +88,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// The single app's secrets, from `sources`. `applied`: the secrets
-    /// `shared` was built with.
+    /// Keeps `shared` current with what `read` gives: the single app's
+    /// secrets (`app` `None`, from their files), or a listed app's (from
+    /// `BRIDGE_APPS_FILE`). `applied`: the secrets `shared` was built with.
     pub fn new(
-        sources: WebhookSecretSources,
-        window: Option<Duration>,
-        applied: WebhookSecrets,
-        shared: Arc<SharedVerifier>,
-        metrics: Metrics,
-    ) -> Self {
-        Reloader {
-            read: Box::new(move || sources.read()),
-            app: None,
-            window,
-            applied,
-            failure: None,
-            shared,
-            metrics,
-        }
-    }
-
-    /// A listed app's secrets, read by `read` (from `BRIDGE_APPS_FILE`).
-    pub fn for_app(
-        app: String,
+        app: Option<String>,
         read: Read,
         window: Option<Duration>,
         applied: WebhookSecrets,
@@ -119,7 +101,7 @@ impl Reloader {
     ) -> Self {
         Reloader {
             read,
-            app: Some(app),
+            app,
             window,
             applied,
             failure: None,
