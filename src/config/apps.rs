@@ -16,11 +16,11 @@
 //! `BRIDGE_EVENT_PATH` itself, with or without a list.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
-use super::feishu::WebhookSecrets;
+use super::feishu::{FeishuArgs, WebhookSecrets};
 use super::{invalid, ConfigError};
 use crate::secret::Secret;
 
@@ -202,9 +202,21 @@ impl Apps {
     }
 }
 
-/// Where the list is, to read it again (`crate::reload`).
-#[derive(Debug, Clone)]
-pub struct AppsSource(pub PathBuf);
+/// The listed apps (`BRIDGE_APPS_FILE`); empty without a list. They take
+/// callbacks, so a list needs the webhook ingress.
+pub fn from_args(args: &FeishuArgs) -> Result<Apps, ConfigError> {
+    let Some(path) = &args.apps_file else {
+        return Ok(Apps::default());
+    };
+    let apps = Apps::read(path)?;
+    if !apps.0.is_empty() && !args.ingress.webhook() {
+        return Err(invalid(
+            SETTING,
+            "lists apps whose callbacks need BRIDGE_INGRESS=webhook or both",
+        ));
+    }
+    Ok(apps)
+}
 
 fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())

@@ -264,22 +264,6 @@ impl FeishuArgs {
         }
     }
 
-    /// The listed apps (`BRIDGE_APPS_FILE`); empty without a list. They
-    /// take callbacks, so the list needs the webhook ingress.
-    pub fn apps(&self) -> Result<super::apps::Apps, ConfigError> {
-        let Some(path) = &self.apps_file else {
-            return Ok(super::apps::Apps::default());
-        };
-        let apps = super::apps::Apps::read(path)?;
-        if !apps.0.is_empty() && !self.ingress.webhook() {
-            return Err(invalid(
-                super::apps::SETTING,
-                "lists apps whose callbacks need BRIDGE_INGRESS=webhook or both",
-            ));
-        }
-        Ok(apps)
-    }
-
     /// How often secret files are read again; `None` never.
     pub fn secret_reload_interval(&self) -> Option<Duration> {
         (self.secret_reload_interval_ms > 0)

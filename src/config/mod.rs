@@ -188,7 +188,7 @@ impl Settings {
     /// Validates the raw settings; the error names the first bad setting.
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let secrets = self.feishu.webhook_secrets()?;
-        let apps = self.feishu.apps()?;
+        let apps = apps::from_args(&self.feishu)?;
         // With a list, the bare path is served only for a single app that
         // has secrets: without any, it would take anyone's events.
         let serve_single_app = apps.0.is_empty()
