@@ -10,6 +10,12 @@
 #
 # --max-cpu-growth PCT: exit 1 when, at any concurrency, the bridge's
 # median CPU per event exceeds the baseline's by more than PCT percent.
+# The gate weighs the bridge's CPU in units of the load generator's CPU of
+# the same measurement (the same binary doing the same work per request for
+# both builds): the machine's speed drifts within one run too (CI printed
+# the same load generator at 28.5 µs per request in one round and 43.4 in
+# the next, and the bridge's raw figure 58 to 104 µs across three rounds of
+# one build), and that drift cancels in the ratio. The raw µs are printed.
 #
 # Builds REV (default HEAD, i.e. the last commit against the working tree;
 # with --smoke, the revision in tests/bench/BASELINE) from `git archive`
@@ -85,6 +91,10 @@ for r in rows:
     by.setdefault((r["system"], x["concurrency"]), []).append(x)
 med = lambda xs, f: statistics.median(f(x) for x in xs)
 cpu = lambda x: x.get("cpu_us_per_request", {}).get("system", float("nan"))
+# The bridge's CPU per event in load-generator units (see the header).
+def rel(x):
+    lg = x.get("cpu_us_per_request", {}).get("loadgen")
+    return cpu(x) / lg if lg else float("nan")
 print(f"\nbaseline = {sys.argv[2]}, bridge = this tree; medians of {max(len(v) for v in by.values())} rounds")
 print(f"{'c':>4} | {'baseline rps':>12} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | {'bridge rps':>10} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | ratio")
 for c in sorted({c for _, c in by}):
@@ -100,12 +110,14 @@ if limit:
     for c in sorted({c for _, c in by}):
         a, b = by.get(("baseline", c), []), by.get(("bridge", c), [])
         if a and b:
-            growth = med(b, cpu) / med(a, cpu) - 1
+            raw = med(b, cpu) / med(a, cpu) - 1
+            growth = med(b, rel) / med(a, rel) - 1
             worst.append((growth, c))
-            print(f"CPU per event at c={c}: {med(a, cpu):.1f} -> {med(b, cpu):.1f} µs ({growth:+.1%}; limit +{float(limit):g} %)")
+            print(f"CPU per event at c={c}: {med(a, cpu):.1f} -> {med(b, cpu):.1f} µs ({raw:+.1%}); "
+                  f"in load-generator units {med(a, rel):.2f} -> {med(b, rel):.2f} ({growth:+.1%}; limit +{float(limit):g} %)")
     bad = [(g, c) for g, c in worst if g * 100 > float(limit)]
     if not worst or bad:
-        print(f"compare: the bridge's CPU per event grew past +{float(limit):g} % against {sys.argv[2]}: {bad}", file=sys.stderr)
+        print(f"compare: the bridge's CPU per event (in load-generator units) grew past +{float(limit):g} % against {sys.argv[2]}: {bad}", file=sys.stderr)
         sys.exit(1)
-    print(f"compare: CPU per event within +{float(limit):g} % of {sys.argv[2]}")
+    print(f"compare: CPU per event (in load-generator units) within +{float(limit):g} % of {sys.argv[2]}")
 PY
