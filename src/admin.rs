@@ -88,7 +88,10 @@ async fn snapshot(State(s): State<Arc<Admin>>, Query(q): Query<SnapshotQuery>) -
     let Some(chat_id) = q.chat_id.filter(|c| !c.trim().is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "chat_id is required".into());
     };
-    match snapshotter.chat(chat_id.trim(), None, Trigger::Admin).await {
+    match snapshotter
+        .chat(chat_id.trim(), None, None, Trigger::Admin)
+        .await
+    {
         Ok(p) => Json(serde_json::json!({
             "chat_id": chat_id.trim(),
             "snapshot_id": p.snapshot_id,

@@ -5,9 +5,10 @@
 //! A CloudEvents SDK then reads our records without knowing this service;
 //! the bridge's own headers (`event_id`, `schema`, …) stay next to these.
 
+use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// App ids are `cli_` plus hex; anything else is escaped (all but RFC 3986's
 /// unreserved characters) so that the source stays one path segment.
@@ -17,9 +18,12 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+const SOURCE_PREFIX: &str = "/feishu/apps/";
+const UNKNOWN_APP: &str = "unknown";
+
 pub const SPEC_VERSION: &str = "1.0";
 /// `ce_type` of dead letters (records carry Feishu's event type).
-pub const DEAD_LETTER_TYPE: &str = "feishu.dead_letter.v1";
+pub const DEAD_LETTER_TYPE: &str = crate::record::DEAD_LETTER_SCHEMA;
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// The attributes of one record.
@@ -55,9 +59,19 @@ impl Attributes<'_> {
 /// be unique per event, and Feishu's event ids are unique per app.
 pub fn source(app_id: Option<&str>) -> String {
     match app_id.filter(|a| !a.is_empty()) {
-        Some(app) => format!("/feishu/apps/{}", utf8_percent_encode(app, SEGMENT)),
-        None => "/feishu/apps/unknown".to_owned(),
+        Some(app) => format!("{SOURCE_PREFIX}{}", utf8_percent_encode(app, SEGMENT)),
+        None => format!("{SOURCE_PREFIX}{UNKNOWN_APP}"),
     }
+}
+
+/// The app id in a `ce_source` that [`source`] made; `None` for another
+/// source or for the app unknown (the envelope named none).
+pub fn app_of_source(source: &str) -> Option<Cow<'_, str>> {
+    let app = source.strip_prefix(SOURCE_PREFIX)?;
+    if app == UNKNOWN_APP || app.is_empty() || app.contains('/') {
+        return None;
+    }
+    percent_decode_str(app).decode_utf8().ok()
 }
 
 /// An id for an event that has none (a dead letter without `event_id`):
@@ -126,6 +140,11 @@ mod tests {
         assert!(h.contains(&("ce_source", "/feishu/apps/a%20b%2Fc".to_owned())));
         assert!(!h.iter().any(|(k, _)| *k == "ce_time"));
         assert_eq!(source(None), "/feishu/apps/unknown");
+        for app in ["cli_9f5343c580712544", "a b/c", "应用"] {
+            assert_eq!(app_of_source(&source(Some(app))).as_deref(), Some(app));
+        }
+        assert_eq!(app_of_source(&source(None)), None);
+        assert_eq!(app_of_source("/other/cli_a"), None);
         assert_eq!(source(Some("")), "/feishu/apps/unknown");
         assert_eq!(rfc3339(1), Some("1970-01-01T00:00:00.001Z".to_owned()));
         assert_eq!(rfc3339(i64::MAX), None);

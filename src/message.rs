@@ -74,8 +74,8 @@ fn dead_letter(event: &VerifiedEvent, reason: &NormalizeError, received_at_ms: i
     }
 }
 
-/// `event_id`, `event_type`, `tenant_key` (empty when absent), `schema`,
-/// `reason` (dead letters), then the CloudEvents attributes.
+/// `event_id`, `event_type`, `tenant_key` and `app_id` (empty when absent),
+/// `schema`, `reason` (dead letters), then the CloudEvents attributes.
 fn headers(
     meta: &Meta,
     schema: &'static str,
@@ -87,6 +87,7 @@ fn headers(
         ("event_id", meta.event_id.to_owned()),
         ("event_type", meta.event_type.to_owned()),
         ("tenant_key", meta.tenant_key.unwrap_or_default().to_owned()),
+        ("app_id", meta.app_id.unwrap_or_default().to_owned()),
         ("schema", schema.to_owned()),
     ];
     headers.extend(reason.map(|r| ("reason", r)));

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 pub use crate::clock::now_ms;
-use crate::dedup::{self, Claim, Dedup, Settled};
+use crate::dedup::{self, Claim, Dedup, EventKey, Settled};
 use crate::message;
 use crate::metrics::{outcome, Ingress, Metrics};
 use crate::order::Turn;
@@ -132,7 +132,11 @@ impl Pipeline {
             let (msg, answer) = build();
             return self.publish(msg, answer, None, deadline, &mut turn).await;
         };
-        match self.dedup.claim(&event_id) {
+        let key = EventKey {
+            app_id: event.app_id().unwrap_or_default(),
+            event_id: &event_id,
+        };
+        match self.dedup.claim(key) {
             Claim::Published => Answer::Duplicate,
             Claim::Incomplete => Answer::Unavailable(Unavailable::WarmingUp),
             Claim::Behind => Answer::Unavailable(Unavailable::CatchingUp),
@@ -167,10 +171,13 @@ impl Pipeline {
         ) else {
             return;
         };
+        let tenant_key = event.tenant_key().map(str::to_owned);
         // The record is acknowledged: the snapshot's parts come after it on
         // the chat's partition. Its outcome is logged and counted there.
         tokio::spawn(async move {
-            let _ = snapshotter.chat(&chat_id, None, Trigger::BotAdded).await;
+            let _ = snapshotter
+                .chat(&chat_id, None, tenant_key.as_deref(), Trigger::BotAdded)
+                .await;
         });
     }
 

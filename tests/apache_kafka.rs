@@ -6,6 +6,8 @@
 //! consumer user reads the records back. Faults under load are in
 //! tests/apache_kafka_faults.rs, with a cluster of their own.
 
+// Each test binary uses part of the example's fold.
+#[allow(dead_code)]
 #[path = "examples/membership/chat_members.rs"]
 mod chat_members;
 mod common;

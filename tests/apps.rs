@@ -6,6 +6,9 @@
 //! never published; an app's key edited in the list applies while running;
 //! a list that cannot work stops start-up naming the setting.
 
+#[allow(dead_code)]
+#[path = "examples/membership/chat_members.rs"]
+mod chat_members;
 mod common;
 
 use std::path::PathBuf;
@@ -141,6 +144,23 @@ async fn each_listed_app_is_verified_on_its_own_path_with_its_own_keys() {
     let (status, _) = post_to(&bridge, "/webhook/event/nobody", HR_KEY, &hr).await;
     assert_eq!(status, 404);
 
+    // Event ids are unique per app: the same id from two apps is two
+    // events, each published once; a repeat within one app is a duplicate.
+    let same_hr = event("apps-same-1", "cli_hr", HR_TOKEN);
+    let same_shop = event("apps-same-1", "cli_shop", SHOP_TOKEN);
+    assert_eq!(
+        post_to(&bridge, "/webhook/event/hr", HR_KEY, &same_hr).await,
+        ok
+    );
+    assert_eq!(
+        post_to(&bridge, "/webhook/event/shop", SHOP_KEY, &same_shop).await,
+        ok
+    );
+    assert_eq!(
+        post_to(&bridge, "/webhook/event/hr", HR_KEY, &same_hr).await,
+        ok
+    );
+
     // A store app's ticket (a schema 1.0 event): answered, never published.
     let ticket = json!({"uuid": "apps-ticket-1", "token": SHOP_TOKEN, "ts": "1", "type": "event_callback",
         "event": {"app_id": "cli_shop", "app_ticket": "apps-ticket-secret", "type": "app_ticket"}});
@@ -158,9 +178,15 @@ async fn each_listed_app_is_verified_on_its_own_path_with_its_own_keys() {
     assert!(rotated.contains("encrypt_key_previous"), "{rotated}");
     file.replace(&rotated);
     let changed = Instant::now();
-    let mut published: Vec<String> = ["apps-hr-1", "apps-shop-1", "apps-single-1"]
-        .map(String::from)
-        .to_vec();
+    let mut published: Vec<String> = [
+        "apps-hr-1",
+        "apps-shop-1",
+        "apps-single-1",
+        "apps-same-1",
+        "apps-same-1",
+    ]
+    .map(String::from)
+    .to_vec();
     for i in 0.. {
         let id = format!("apps-hr-old-{i}");
         let old = event(&id, "cli_hr", HR_TOKEN);
@@ -193,6 +219,7 @@ async fn each_listed_app_is_verified_on_its_own_path_with_its_own_keys() {
         "only hr's secrets changed: {m}"
     );
     assert_eq!(webhook_outcome(&m, "ignored"), 1.0, "the ticket: {m}");
+    assert_eq!(webhook_outcome(&m, "duplicate"), 1.0, "hr's repeat: {m}");
 
     let logs = bridge.log_text();
     for secret in [
@@ -223,7 +250,50 @@ async fn each_listed_app_is_verified_on_its_own_path_with_its_own_keys() {
             !text.contains("apps-ticket"),
             "the ticket was published: {text}"
         );
+        // Which app and tenant, in the value and the headers.
+        assert_eq!(
+            r.value["app_id"].as_str(),
+            Some(r.headers["app_id"].as_str())
+        );
+        assert_eq!(r.headers["tenant_key"], "2ca1d211f64f6438");
     }
+    // One chat, three apps' records in its one line (one key, one
+    // partition), told apart by app_id; a consumer folds each app's view.
+    let partitions: std::collections::BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert_eq!(partitions.len(), 1, "{records:?}");
+    let same: Vec<&str> = records
+        .iter()
+        .filter(|r| r.headers["event_id"] == "apps-same-1")
+        .map(|r| r.headers["app_id"].as_str())
+        .collect();
+    assert_eq!(same.len(), 2);
+    assert!(
+        same.contains(&"cli_hr") && same.contains(&"cli_shop"),
+        "{same:?}"
+    );
+    let mut ordered = records.clone();
+    ordered.sort_by_key(|r| r.offset);
+    let mut apps = chat_members::Apps::default();
+    for r in &ordered {
+        apps.apply(&r.value).unwrap();
+    }
+    let views: Vec<&String> = apps.views.keys().collect();
+    assert_eq!(views, ["cli_hr", "cli_shop", "cli_single"]);
+    for view in apps.views.values() {
+        assert!(view.chats.contains_key("oc_apps"));
+    }
+    // One app's view refuses another app's record.
+    let mut hr_only = chat_members::Membership::default();
+    let hr_record = ordered
+        .iter()
+        .find(|r| r.headers["app_id"] == "cli_hr")
+        .unwrap();
+    let shop_record = ordered
+        .iter()
+        .find(|r| r.headers["app_id"] == "cli_shop")
+        .unwrap();
+    hr_only.apply(&hr_record.value).unwrap();
+    assert!(hr_only.apply(&shop_record.value).is_err());
 }
 
 #[test]

@@ -49,6 +49,7 @@ async fn seed_event_becomes_a_keyed_record_with_every_field() {
     assert_eq!(r.headers["event_id"], "5e3702a84e847582be8db7fb73283c02");
     assert_eq!(r.headers["event_type"], "im.chat.member.user.withdrawn_v1");
     assert_eq!(r.headers["tenant_key"], "2ca1d211f64f6438");
+    assert_eq!(r.headers["app_id"], "cli_9f5343c580712544");
     assert_eq!(r.headers["schema"], "feishu.chat_member_withdrawn.v1");
 
     let schema: Value = serde_json::from_str(include_str!(
@@ -237,14 +238,14 @@ async fn unnormalizable_events_go_to_the_dead_letter_topic() {
             .clone()
     };
     let schema: Value =
-        serde_json::from_str(include_str!("../deploy/schema/feishu.dead_letter.v1.json")).unwrap();
+        serde_json::from_str(include_str!("../deploy/schema/feishu.dead_letter.v2.json")).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     assert!(
         dead.iter().all(|d| validator.is_valid(&d.value)),
         "dead letters must match their JSON Schema"
     );
     let d1 = by_id("dl-1");
-    assert_eq!(d1.value["schema"], "feishu.dead_letter.v1");
+    assert_eq!(d1.value["schema"], "feishu.dead_letter.v2");
     assert_eq!(d1.value["reason"], "event.chat_id is missing or empty");
     assert_eq!(d1.value["envelope"]["header"]["token"], "[redacted]");
     assert_eq!(d1.value["envelope"]["event"]["name"], "群名称测试");

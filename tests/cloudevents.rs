@@ -100,7 +100,7 @@ async fn records_and_dead_letters_read_as_cloudevents() {
         json!({
             "specversion": "1.0",
             "id": "ce-2",
-            "type": "feishu.dead_letter.v1",
+            "type": "feishu.dead_letter.v2",
             "source": "/feishu/apps/cli_9f5343c580712544",
             "time": "2020-12-23T12:19:49+00:00",
             "datacontenttype": "application/json",
@@ -108,5 +108,5 @@ async fn records_and_dead_letters_read_as_cloudevents() {
         "{read:?}"
     );
     assert_eq!(read[1]["data"], dead_letter.value);
-    assert_eq!(dead_letter.headers["schema"], "feishu.dead_letter.v1");
+    assert_eq!(dead_letter.headers["schema"], "feishu.dead_letter.v2");
 }

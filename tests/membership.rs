@@ -8,6 +8,8 @@
 //! order within each topic and across the two, membership rebuilt by the
 //! `membership` example's fold, raw records intact.
 
+// Each test binary uses part of the example's fold.
+#[allow(dead_code)]
 #[path = "examples/membership/chat_members.rs"]
 mod chat_members;
 mod common;

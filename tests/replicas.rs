@@ -253,3 +253,70 @@ async fn a_quarter_redelivered_to_another_replica_or_after_kill_9_publishes_noth
         assert_eq!(twice, 0, "{scenario}");
     }
 }
+
+/// An upgrade: records the previous version wrote have no `app_id` header,
+/// only `ce_source`. The new replica still knows their ids within their
+/// app, so a retry of one is a duplicate; the same id from another app is
+/// another event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_the_previous_version_published_stay_remembered_within_their_app() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, "upgrade");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    // As 0.2.0 wrote them: event_id, event_type, tenant_key, schema, ce_*.
+    for i in 0..3 {
+        let id = format!("upgrade-{i}");
+        let headers = [
+            ("event_id", id.as_str()),
+            ("event_type", "im.chat.member.user.withdrawn_v1"),
+            ("tenant_key", "2ca1d211f64f6438"),
+            ("schema", "feishu.chat_member_withdrawn.v1"),
+            ("ce_specversion", "1.0"),
+            ("ce_id", id.as_str()),
+            ("ce_source", "/feishu/apps/cli_9f5343c580712544"),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .key("oc_upgrade")
+                    .payload("{}")
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let bridge = Bridge::start(&broker.bootstrap, &topic, &[]);
+    let feishu = Feishu::new();
+    for i in 0..3 {
+        let env = withdrawal(&format!("upgrade-{i}"), "oc_upgrade");
+        assert_eq!(feishu.push(&bridge, &env).await.status, 200);
+    }
+    let mut other_app = withdrawal("upgrade-0", "oc_upgrade");
+    other_app["header"]["app_id"] = "cli_another_app".into();
+    assert_eq!(feishu.push(&bridge, &other_app).await.status, 200);
+    let m = bridge.metrics().await;
+    assert_eq!(webhook_outcome(&m, "duplicate"), 3.0, "{m}");
+    assert_eq!(webhook_outcome(&m, "published"), 1.0, "{m}");
+    let records = read_topic(&broker.bootstrap, &topic, 4, SETTLE);
+    assert_eq!(records.len(), 4);
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.headers.get("app_id").map(String::as_str) == Some("cli_another_app"))
+            .count(),
+        1
+    );
+}

@@ -4,6 +4,8 @@
 //! topic with the example's fold (tests/examples/membership/chat_members.rs)
 //! and must arrive at the stand-in's truth.
 
+// Each test binary uses part of the example's fold.
+#[allow(dead_code)]
 #[path = "examples/membership/chat_members.rs"]
 mod chat_members;
 mod common;
@@ -130,8 +132,15 @@ fn the_snapshot_command_lists_every_chat_and_the_stream_rebuilds_the_truth() {
     let read = read_topic(&broker.bootstrap, &topic, records, SETTLE);
     assert_eq!(read.len(), records);
     for r in &read {
-        assert_eq!(r.headers["schema"], "feishu.chat_members_snapshot.v1");
+        assert_eq!(r.headers["schema"], "feishu.chat_members_snapshot.v2");
         assert_eq!(r.key.as_deref(), r.value["chat_id"].as_str());
+        // Whose view: the app that listed, the tenant its chat listing named.
+        assert_eq!(
+            (r.value["app_id"].as_str(), r.headers["app_id"].as_str()),
+            (Some(APP_ID), APP_ID)
+        );
+        assert_eq!(r.value["tenant_key"], r.value["chat"]["tenant_key"]);
+        assert_eq!(r.headers["tenant_key"], "2ca1d211f64f6438");
         assert!(r.value.to_string().len() < 1_000_000);
     }
     let m = rebuild(&read);
@@ -178,9 +187,15 @@ async fn the_bot_added_record_then_the_chats_snapshot_in_that_order() {
     assert_eq!(ordered[0].value["schema"], "feishu.chat_bot_added.v1");
     assert_eq!(
         ordered[1].value["schema"],
-        "feishu.chat_members_snapshot.v1"
+        "feishu.chat_members_snapshot.v2"
     );
     assert_eq!(ordered[1].value["trigger"], "bot_added");
+    // The tenant is the bot-added event's.
+    assert_eq!(
+        ordered[1].value["tenant_key"],
+        ordered[0].value["tenant_key"]
+    );
+    assert_eq!(ordered[1].value["app_id"], APP_ID);
     assert_eq!(ordered[1].value["member_total"], 300);
     let m = rebuild(&read);
     assert_eq!(members_of(&m), stand_in.truth());
@@ -418,7 +433,7 @@ async fn two_replicas_that_both_see_the_bot_added_leave_the_right_state() {
     let read = read_topic(&broker.bootstrap, &topic, 3, SETTLE);
     let snapshots = read
         .iter()
-        .filter(|r| r.value["schema"] == "feishu.chat_members_snapshot.v1")
+        .filter(|r| r.value["schema"] == "feishu.chat_members_snapshot.v2")
         .count();
     assert!((1..=2).contains(&snapshots), "{snapshots}");
     let m = rebuild(&read);

@@ -48,6 +48,25 @@ use behind::Behind;
 pub use behind::Position;
 use remembered::Remembered;
 
+/// What the memory tells apart: Feishu's event ids are unique per app (two
+/// apps' copies of one change are two events, with ids that may as well
+/// collide), so an id is remembered within its app (`header.app_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKey<'a> {
+    pub app_id: &'a str,
+    pub event_id: &'a str,
+}
+
+/// An id of an envelope that names no app.
+impl<'a> From<&'a str> for EventKey<'a> {
+    fn from(event_id: &'a str) -> Self {
+        EventKey {
+            app_id: "",
+            event_id,
+        }
+    }
+}
+
 /// Outcome of the first copy of an event_id, as seen by later copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -145,7 +164,7 @@ impl Dedup {
     /// Remembers an id that some replica published, until `expires_at`
     /// (wall-clock: the record's timestamp plus the TTL). Returns false
     /// when it has already expired and was not remembered.
-    pub fn learn(&self, event_id: &str, expires_at: SystemTime) -> bool {
+    pub fn learn<'a>(&self, id: impl Into<EventKey<'a>>, expires_at: SystemTime) -> bool {
         let left = match expires_at.duration_since(SystemTime::now()) {
             Ok(left) if !left.is_zero() => left,
             _ => return false,
@@ -154,7 +173,7 @@ impl Dedup {
         // Rounded up: an id is forgotten no earlier than its record says.
         let left_secs =
             u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0)).unwrap_or(u32::MAX);
-        let key = self.inner.key(event_id);
+        let key = self.inner.key(id.into());
         self.inner
             .published
             .insert(key, now.saturating_add(left_secs), now);
@@ -166,9 +185,9 @@ impl Dedup {
         Duration::from_secs(u64::from(self.inner.ttl_secs))
     }
 
-    /// Atomically claims `event_id`: exactly one concurrent caller becomes the owner.
-    pub fn claim(&self, event_id: &str) -> Claim {
-        let key = self.inner.key(event_id);
+    /// Atomically claims an event: exactly one concurrent caller becomes the owner.
+    pub fn claim<'a>(&self, id: impl Into<EventKey<'a>>) -> Claim {
+        let key = self.inner.key(id.into());
         // An id known to be published is a duplicate even while the memory
         // cannot vouch for the ids it does not know.
         if !self.is_complete() || self.inner.behind.is_behind() {
@@ -245,9 +264,12 @@ impl Dedup {
 }
 
 impl Inner {
-    fn key(&self, event_id: &str) -> u128 {
-        let hi = self.hashers.0.hash_one(event_id) as u128;
-        let lo = self.hashers.1.hash_one(event_id) as u128;
+    fn key(&self, id: EventKey<'_>) -> u128 {
+        // A tuple of strs hashes each with its end marked: ("a", "bc") and
+        // ("ab", "c") are different keys.
+        let parts = (id.app_id, id.event_id);
+        let hi = self.hashers.0.hash_one(parts) as u128;
+        let lo = self.hashers.1.hash_one(parts) as u128;
         (hi << 64) | lo
     }
 
@@ -433,7 +455,7 @@ mod tests {
     fn capacity_bounds_entries() {
         let d = Dedup::new(Duration::from_secs(60), 100);
         for i in 0..1000 {
-            if let Claim::Owner(o) = d.claim(&format!("id-{i}")) {
+            if let Claim::Owner(o) = d.claim(format!("id-{i}").as_str()) {
                 o.settle(Settled::Published);
             }
         }
@@ -448,7 +470,7 @@ mod tests {
             let d = Dedup::new(Duration::from_secs(60), capacity);
             let n = capacity * 3;
             for i in 0..n {
-                if let Claim::Owner(o) = d.claim(&format!("id-{i}")) {
+                if let Claim::Owner(o) = d.claim(format!("id-{i}").as_str()) {
                     o.settle(Settled::Published);
                 }
             }
@@ -457,7 +479,7 @@ mod tests {
             // shard's share of the capacity a little uneven: allow 5%)...
             for i in (n - capacity * 95 / 100)..n {
                 assert!(
-                    matches!(d.claim(&format!("id-{i}")), Claim::Published),
+                    matches!(d.claim(format!("id-{i}").as_str()), Claim::Published),
                     "id-{i}"
                 );
             }
@@ -482,6 +504,39 @@ mod tests {
             .unwrap();
         assert!(matches!(d.claim("e6"), Claim::Published));
         assert!(matches!(d.claim("e7"), Claim::Owner(_)));
+    }
+
+    #[test]
+    fn an_event_id_is_remembered_within_its_app() {
+        let d = Dedup::new(Duration::from_secs(60), 100);
+        let a = EventKey {
+            app_id: "cli_a",
+            event_id: "e",
+        };
+        let b = EventKey {
+            app_id: "cli_b",
+            event_id: "e",
+        };
+        let Claim::Owner(o) = d.claim(a) else {
+            panic!("first claim owns")
+        };
+        o.settle(Settled::Published);
+        assert!(matches!(d.claim(a), Claim::Published));
+        assert!(matches!(d.claim(b), Claim::Owner(_)));
+        assert!(matches!(d.claim("e"), Claim::Owner(_)));
+        // The app and the id are not one string joined.
+        let joined = EventKey {
+            app_id: "cli_",
+            event_id: "ae2",
+        };
+        assert!(d.learn(joined, SystemTime::now() + Duration::from_secs(30)));
+        assert!(matches!(
+            d.claim(EventKey {
+                app_id: "cli_a",
+                event_id: "e2"
+            }),
+            Claim::Owner(_)
+        ));
     }
 
     #[test]

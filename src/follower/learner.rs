@@ -1,12 +1,14 @@
 //! What the follower knows of the topics it reads, and how a record it
 //! reads becomes an id in the dedup memory.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
-use crate::dedup::Dedup;
+use crate::cloudevents;
+use crate::dedup::{Dedup, EventKey};
 use crate::destination::Destination;
 use crate::metrics::{learned, Metrics};
 
@@ -48,15 +50,20 @@ impl Learner {
         let progress = self.progress.entry((i, msg.partition())).or_default();
         progress.last_timestamp_ms = timestamp_ms.or(progress.last_timestamp_ms);
         let warm = msg.offset() < progress.warm_end;
-        let Some(event_id) = event_id(msg) else {
+        let Some(event_id) = header(msg, "event_id") else {
             return false;
+        };
+        let app = app_id(msg);
+        let key = EventKey {
+            app_id: &app,
+            event_id,
         };
         // A record without a timestamp counts as written now.
         let written = timestamp_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
             .unwrap_or_else(SystemTime::now);
-        if !self.dedup.learn(event_id, written + self.dedup.ttl()) {
+        if !self.dedup.learn(key, written + self.dedup.ttl()) {
             return false;
         }
         let f = &self.metrics.follower;
@@ -74,15 +81,29 @@ impl Learner {
     }
 }
 
-/// The `event_id` header of a record the bridge wrote; `None` for a record
-/// without one (a dead letter of an event that had none, or a record some
-/// other producer wrote).
-fn event_id<'a>(msg: &'a BorrowedMessage<'_>) -> Option<&'a str> {
+/// A non-empty header of a record the bridge wrote; `None` for a record
+/// without it (`event_id`: a dead letter of an event that had none, or a
+/// record some other producer wrote).
+fn header<'a>(msg: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
     let headers = msg.headers()?;
     headers
         .iter()
-        .find(|h| h.key == "event_id")
+        .find(|h| h.key == name)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
-        .filter(|id| !id.is_empty())
+        .filter(|value| !value.is_empty())
+}
+
+/// The app whose event a record is, as the pipeline keyed it
+/// (`header.app_id`, empty when the envelope had none): the `app_id`
+/// header, or for records written before that header existed, the app in
+/// `ce_source` (`/feishu/apps/<app_id>`, which they all carry), so that an
+/// upgrade does not forget the ids its predecessor published.
+fn app_id<'a>(msg: &'a BorrowedMessage<'_>) -> Cow<'a, str> {
+    if let Some(app) = header(msg, "app_id") {
+        return Cow::Borrowed(app);
+    }
+    header(msg, "ce_source")
+        .and_then(cloudevents::app_of_source)
+        .unwrap_or(Cow::Borrowed(""))
 }

@@ -9,7 +9,8 @@ use super::{Meta, NormalizeError};
 use crate::protocol::VerifiedEvent;
 
 /// Value of the `schema` field and header of every dead-letter record.
-pub const DEAD_LETTER_SCHEMA: &str = "feishu.dead_letter.v1";
+/// v2 added `tenant_key` and `app_id` (docs/records.md, "Upgrading").
+pub const DEAD_LETTER_SCHEMA: &str = "feishu.dead_letter.v2";
 
 /// What goes to the dead-letter topic: the decrypted envelope (token
 /// redacted) and the reason it could not be normalized.
@@ -19,6 +20,9 @@ pub struct DeadLetter<'a> {
     pub reason: String,
     pub event_id: Option<&'a str>,
     pub event_type: &'a str,
+    /// `header.tenant_key` and `header.app_id`, when the envelope has them.
+    pub tenant_key: Option<&'a str>,
+    pub app_id: Option<&'a str>,
     pub received_at_ms: i64,
     /// The envelope's text as Feishu sent it, token redacted.
     pub envelope: Box<RawValue>,
@@ -38,6 +42,8 @@ impl<'a> DeadLetter<'a> {
             reason: reason.to_string(),
             event_id: event.event_id(),
             event_type: event.event_type(),
+            tenant_key: event.tenant_key(),
+            app_id: event.app_id(),
             received_at_ms,
             envelope,
             event,
@@ -73,6 +79,7 @@ mod tests {
         let err = normalize(&e, MemberKind::UserWithdrawn, 0).unwrap_err();
         let dl = DeadLetter::new(&e, &err, 7);
         assert_eq!(dl.chat_id(), Some("oc_1"));
+        assert_eq!((dl.tenant_key, dl.app_id), (Some("tk"), None));
         let meta = dl.meta();
         assert_eq!(meta.tenant_key, Some("tk"));
         assert_eq!(meta.create_time_ms, Some(12));
@@ -91,7 +98,7 @@ mod tests {
     #[test]
     fn dead_letters_match_their_json_schema() {
         let path = format!(
-            "{}/deploy/schema/feishu.dead_letter.v1.json",
+            "{}/deploy/schema/feishu.dead_letter.v2.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

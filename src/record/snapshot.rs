@@ -1,7 +1,7 @@
 //! The snapshot record: a chat's whole membership as Feishu's OpenAPI
 //! listed it, on the member topic keyed by `chat_id`, so that it takes its
 //! place in the chat's line between the changes (docs/records.md,
-//! "Snapshots"; schema `deploy/schema/feishu.chat_members_snapshot.v1.json`).
+//! "Snapshots"; schema `deploy/schema/feishu.chat_members_snapshot.v2.json`).
 //!
 //! A large chat is split into parts that share one `snapshot_id`, numbered
 //! from 0, the last one marked: a consumer applies a snapshot only when its
@@ -12,7 +12,16 @@ use serde::Serialize;
 
 use super::User;
 
-pub const SNAPSHOT_SCHEMA: &str = "feishu.chat_members_snapshot.v1";
+/// v2 added `app_id` and `tenant_key` (docs/records.md, "Upgrading").
+pub const SNAPSHOT_SCHEMA: &str = "feishu.chat_members_snapshot.v2";
+
+/// Whose view of the chat a snapshot is: the app whose OpenAPI listed it
+/// (open_ids are per app) and the tenant whose token did, when known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Origin<'a> {
+    pub app_id: Option<&'a str>,
+    pub tenant_key: Option<&'a str>,
+}
 
 /// Members per part: a member is at most a few hundred bytes of JSON, so a
 /// part stays well under Kafka's default 1 MB message size.
@@ -50,6 +59,8 @@ pub struct SnapshotPart<'a, C: Serialize> {
     pub schema: &'static str,
     pub snapshot_id: &'a str,
     pub chat_id: &'a str,
+    #[serde(flatten)]
+    pub origin: Origin<'a>,
     /// When the listing began (ms since the epoch, the bridge's clock): the
     /// membership is as of this instant or later.
     pub as_of_ms: i64,
@@ -71,6 +82,7 @@ pub struct SnapshotPart<'a, C: Serialize> {
 pub fn parts<'a, C: Serialize>(
     snapshot_id: &'a str,
     chat_id: &'a str,
+    origin: Origin<'a>,
     chat: Option<&'a C>,
     as_of_ms: i64,
     trigger: Trigger,
@@ -90,6 +102,7 @@ pub fn parts<'a, C: Serialize>(
             schema: SNAPSHOT_SCHEMA,
             snapshot_id,
             chat_id,
+            origin,
             as_of_ms,
             trigger,
             part,
@@ -132,6 +145,10 @@ mod tests {
         let parts = parts(
             "s-1",
             "oc_1",
+            Origin {
+                app_id: Some("cli_a"),
+                tenant_key: Some("t1"),
+            },
             Some(&chat),
             1_700_000_000_000,
             Trigger::Command,
@@ -141,6 +158,7 @@ mod tests {
         for (i, p) in parts.iter().enumerate() {
             assert_eq!((p.part, p.parts, p.last), (i, 5, i == 4));
             assert_eq!(p.member_total, 5000);
+            assert_eq!(p.origin.app_id, Some("cli_a"));
             let bytes = serde_json::to_vec(p).unwrap();
             assert!(bytes.len() < 512 * 1024, "{}", bytes.len());
             let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -149,8 +167,19 @@ mod tests {
                 "{value}"
             );
         }
-        let empty = super::parts::<Chat>("s-2", "oc_2", None, 0, Trigger::Admin, &[]);
+        let empty = super::parts::<Chat>(
+            "s-2",
+            "oc_2",
+            Origin::default(),
+            None,
+            0,
+            Trigger::Admin,
+            &[],
+        );
         assert_eq!(empty.len(), 1);
+        let value = serde_json::to_value(&empty[0]).unwrap();
+        assert!(value["app_id"].is_null() && value["tenant_key"].is_null());
+        assert!(crate::record::schema_validator(SNAPSHOT_SCHEMA).is_valid(&value));
         assert!(empty[0].last && empty[0].members.is_empty() && empty[0].member_total == 0);
     }
 }

@@ -22,7 +22,7 @@ use crate::destination::Destination;
 use crate::openapi::im::{Chat, Member};
 use crate::openapi::{ApiError, OpenApi};
 use crate::publish_error::PublishError;
-use crate::record::snapshot::{self, SnapshotPart, Trigger, SNAPSHOT_SCHEMA};
+use crate::record::snapshot::{self, Origin, SnapshotPart, Trigger, SNAPSHOT_SCHEMA};
 use crate::record::User;
 use crate::sink::{Outgoing, Sink};
 
@@ -66,7 +66,7 @@ pub struct Snapshotter {
     api: Arc<OpenApi>,
     sink: Sink,
     metrics: SnapshotMetrics,
-    /// For the records' `ce_source`.
+    /// The app whose OpenAPI lists: the records' `app_id` and `ce_source`.
     app_id: Option<String>,
 }
 
@@ -84,15 +84,22 @@ impl Snapshotter {
         &self.api
     }
 
-    /// Lists `chat_id`'s members and publishes its snapshot.
+    /// Lists `chat_id`'s members and publishes its snapshot. `tenant_key`
+    /// is the tenant the chat belongs to, when the caller knows it (the
+    /// bot-added event's); else the chat listing's, if `chat` came from it.
     pub async fn chat(
         &self,
         chat_id: &str,
         chat: Option<&Chat>,
+        tenant_key: Option<&str>,
         trigger: Trigger,
     ) -> Result<Published, SnapshotError> {
         let started = Instant::now();
-        let result = self.list_and_publish(chat_id, chat, trigger).await;
+        let origin = Origin {
+            app_id: self.app_id.as_deref(),
+            tenant_key: tenant_key.or(chat.and_then(|c| c.tenant_key.as_deref())),
+        };
+        let result = self.list_and_publish(chat_id, chat, origin, trigger).await;
         self.metrics
             .done(trigger, result.is_ok(), started.elapsed());
         match &result {
@@ -125,7 +132,7 @@ impl Snapshotter {
         let mut summary = Summary::default();
         for (chat_id, chat) in &chats {
             summary.chats += 1;
-            match self.chat(chat_id, chat.as_ref(), trigger).await {
+            match self.chat(chat_id, chat.as_ref(), None, trigger).await {
                 Ok(p) => {
                     summary.members += p.members;
                     summary.records += p.parts;
@@ -140,6 +147,7 @@ impl Snapshotter {
         &self,
         chat_id: &str,
         chat: Option<&Chat>,
+        origin: Origin<'_>,
         trigger: Trigger,
     ) -> Result<Published, SnapshotError> {
         // Taken before the first page is asked for: every member the listing
@@ -160,7 +168,15 @@ impl Snapshotter {
         };
         let users: Vec<User> = members.members.iter().map(user).collect();
         let snapshot_id = format!("{:032x}", rand::random::<u128>());
-        let parts = snapshot::parts(&snapshot_id, chat_id, chat, as_of_ms, trigger, &users);
+        let parts = snapshot::parts(
+            &snapshot_id,
+            chat_id,
+            origin,
+            chat,
+            as_of_ms,
+            trigger,
+            &users,
+        );
         let count = parts.len();
         // Handed over in order on one key: the idempotent producer keeps
         // that order on the partition; each ack is then awaited.
@@ -200,6 +216,11 @@ impl Snapshotter {
             ("snapshot_id", part.snapshot_id.to_owned()),
             ("part", part.part.to_string()),
             ("last", part.last.to_string()),
+            ("app_id", part.origin.app_id.unwrap_or_default().to_owned()),
+            (
+                "tenant_key",
+                part.origin.tenant_key.unwrap_or_default().to_owned(),
+            ),
         ];
         headers.extend(
             cloudevents::Attributes {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use feishu_kafka_bridge::config::Secret;
-use feishu_kafka_bridge::dedup::{Claim, Dedup, Settled};
+use feishu_kafka_bridge::dedup::{Claim, Dedup, EventKey, Settled};
 use feishu_kafka_bridge::message;
 use feishu_kafka_bridge::protocol::{EncryptKey, Inbound, SignatureHeaders, Verifier};
 use feishu_kafka_bridge::record::MemberKind;
@@ -139,7 +139,11 @@ fn deliver(bridge: &Bridge, d: &Delivery) -> usize {
     let Some(event_id) = event.event_id().map(str::to_owned) else {
         panic!("every prepared event has an event_id");
     };
-    match bridge.dedup.claim(&event_id) {
+    let key = EventKey {
+        app_id: event.app_id().unwrap_or_default(),
+        event_id: &event_id,
+    };
+    match bridge.dedup.claim(key) {
         Claim::Owner(owner) => {
             let (msg, built) = message::build(&event, route, 1_700_000_000_000);
             assert!(built.is_ok(), "every prepared event becomes its record");

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub const APP_ID: &str = "cli_snapshot_stand_in";
+pub const APP_ID: &str = "cli_9f5343c580712544";
 pub const APP_SECRET: &str = "stand-in-app-secret-for-snapshots";
 pub const TENANT: &str = "2ca1d211f64f6438";
 

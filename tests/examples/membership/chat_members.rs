@@ -11,6 +11,12 @@
 //! was being listed, or one whose record comes after the snapshot's, is
 //! neither lost nor undone by the snapshot, and an old retried event that
 //! arrives after a snapshot changes nothing.
+//!
+//! A chat is seen through an app: each app's bot gets its own events of
+//! it, with the app's own open_ids and event_ids, and its snapshots list
+//! it in those open_ids. So a [`Membership`] is one app's view, and
+//! [`Apps`] splits a stream that several apps' records share (one line per
+//! chat, records of every app in it) by each record's `app_id`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -28,10 +34,15 @@ pub struct Chat {
     pub name: Option<String>,
 }
 
-/// Every chat seen on the member topic.
+/// Every chat seen on the member topic, through one app.
 #[derive(Debug, Default)]
 pub struct Membership {
     pub chats: BTreeMap<String, Chat>,
+    /// The app whose view this is: the first record's `app_id`. A record
+    /// of another app is refused (its open_ids and event_ids mean nothing
+    /// here); one without `app_id` (a `v1` snapshot, written when a
+    /// deployment served a single app) is taken as this app's.
+    pub app_id: Option<String>,
     /// Per chat: per user, and for the bot (key `None`), the time of the
     /// last change applied (ms), present or not.
     clocks: HashMap<String, HashMap<Option<String>, i64>>,
@@ -56,13 +67,17 @@ impl Membership {
         let text = |field: &str| record.get(field).and_then(Value::as_str);
         let schema = text("schema").ok_or("no schema field")?;
         let change = match schema {
-            "feishu.chat_members_snapshot.v1" => return self.snapshot_part(record),
+            "feishu.chat_members_snapshot.v1" | "feishu.chat_members_snapshot.v2" => {
+                self.admit(text("app_id"))?;
+                return self.snapshot_part(record);
+            }
             "feishu.chat_member_added.v1" => Change::Join,
             "feishu.chat_member_deleted.v1" | "feishu.chat_member_withdrawn.v1" => Change::Leave,
             "feishu.chat_bot_added.v1" => Change::Bot(true),
             "feishu.chat_bot_deleted.v1" => Change::Bot(false),
             other => return Err(format!("not a member record: {other}")),
         };
+        self.admit(text("app_id"))?;
         let chat_id = text("chat_id").ok_or("no chat_id")?;
         let event_id = text("event_id").ok_or("no event_id")?;
         // When Feishu made the change; the bridge's receipt when it did not say.
@@ -114,6 +129,20 @@ impl Membership {
                     chat.bot = Some(present);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Whether a record of `app` belongs to this view (see `app_id`).
+    fn admit(&mut self, app: Option<&str>) -> Result<(), String> {
+        match (app, &self.app_id) {
+            (Some(app), None) => self.app_id = Some(app.to_owned()),
+            (Some(app), Some(mine)) if mine != app => {
+                return Err(format!(
+                    "a record of app {app} in app {mine}'s view: split the stream by app (Apps)"
+                ))
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -178,6 +207,25 @@ impl Membership {
             chat.bot = Some(true);
         }
         Ok(())
+    }
+}
+
+/// Every app's view of the chats, from one stream (`app_id` of each record).
+#[derive(Debug, Default)]
+pub struct Apps {
+    /// By App ID; `""` holds records without one while no app is known.
+    pub views: BTreeMap<String, Membership>,
+}
+
+impl Apps {
+    pub fn apply(&mut self, record: &Value) -> Result<(), String> {
+        let app = match record.get("app_id").and_then(Value::as_str) {
+            Some(app) => app.to_owned(),
+            // A v1 snapshot: its deployment served one app, the one seen.
+            None if self.views.len() == 1 => self.views.keys().next().cloned().unwrap_or_default(),
+            None => String::new(),
+        };
+        self.views.entry(app).or_default().apply(record)
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use chat_members::{Chat, Membership};
+use chat_members::{Apps, Chat};
 use feishu_kafka_bridge::config::Config;
 use feishu_kafka_bridge::record::MemberKind;
 use feishu_kafka_bridge::routing::Routing;
@@ -50,11 +50,18 @@ async fn main() -> anyhow::Result<()> {
             let idle = flag("--idle-secs")
                 .map_or(Ok(5), |s| s.parse())
                 .context("--idle-secs")?;
-            let (membership, records) = tokio::task::spawn_blocking(move || {
+            let (apps, records) = tokio::task::spawn_blocking(move || {
                 rebuild(&brokers, &topic, Duration::from_secs(idle))
             })
             .await??;
-            print_chats(&membership.chats, records);
+            println!("\n{records} record(s)");
+            for (app, view) in &apps.views {
+                println!(
+                    "\napp {}:",
+                    if app.is_empty() { "(none named)" } else { app }
+                );
+                print_chats(&view.chats);
+            }
             Ok(())
         }
         (None, None) => self_contained().await,
@@ -64,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Reads `topic` from the beginning of every partition until it has been
 /// quiet for `idle`, applying each record.
-fn rebuild(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<(Membership, usize)> {
+fn rebuild(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<(Apps, usize)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "membership-example")
@@ -83,7 +90,7 @@ fn rebuild(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<(Member
         assignment.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
-    let mut membership = Membership::default();
+    let mut apps = Apps::default();
     let mut records = 0;
     let mut last = Instant::now();
     while last.elapsed() < idle {
@@ -93,7 +100,7 @@ fn rebuild(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<(Member
         let msg = msg?;
         last = Instant::now();
         let value: Value = serde_json::from_slice(msg.payload().unwrap_or_default())?;
-        match membership.apply(&value) {
+        match apps.apply(&value) {
             Ok(()) => records += 1,
             Err(e) => eprintln!(
                 "skipped offset {} of partition {}: {e}",
@@ -102,11 +109,11 @@ fn rebuild(brokers: &str, topic: &str, idle: Duration) -> anyhow::Result<(Member
             ),
         }
     }
-    Ok((membership, records))
+    Ok((apps, records))
 }
 
-fn print_chats(chats: &BTreeMap<String, Chat>, records: usize) {
-    println!("\n{records} record(s), {} chat(s):", chats.len());
+fn print_chats(chats: &BTreeMap<String, Chat>) {
+    println!("{} chat(s):", chats.len());
     for (id, chat) in chats {
         let bot = match chat.bot {
             Some(true) => "in the chat",
@@ -232,10 +239,20 @@ async fn self_contained() -> anyhow::Result<()> {
     }
     println!("pushed {sent} member events for {} chats", chats.len());
 
-    let (membership, records) =
+    let (apps, records) =
         tokio::task::spawn_blocking(move || rebuild(&brokers, TOPIC, Duration::from_secs(2)))
             .await??;
-    print_chats(&membership.chats, records);
+    // One app played Feishu here, so the stream holds one app's view.
+    let names: Vec<&String> = apps.views.keys().collect();
+    if names.len() != 1 {
+        bail!("records of {} apps, expected one: {names:?}", names.len());
+    }
+    let membership = apps.views.into_values().next().unwrap_or_default();
+    println!(
+        "\n{records} record(s) of app {}",
+        membership.app_id.as_deref().unwrap_or("(none named)")
+    );
+    print_chats(&membership.chats);
     let _ = stop.send(());
     bridge.await??;
     drop(cluster);
