@@ -42,7 +42,13 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<Arc<Admin>>) -> Response {
     match s.readiness.not_ready_because() {
-        None => (StatusCode::OK, "ready\n").into_response(),
+        None => {
+            let mut body = String::from("ready\n");
+            for note in s.readiness.notes() {
+                body.push_str(&format!("note: {note}\n"));
+            }
+            (StatusCode::OK, body).into_response()
+        }
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),

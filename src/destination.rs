@@ -1,5 +1,6 @@
-//! Where a record goes: the member, dead-letter or raw topic. Shared by the
-//! sink's parts, the metrics' labels and the follower.
+//! Where a record goes: the member, dead-letter or raw topic, or the
+//! bridge's internal one. Shared by the sink's parts, the metrics' labels
+//! and the follower.
 
 /// Where a message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,13 +11,17 @@ pub enum Destination {
     DeadLetter,
     /// Raw records (`BRIDGE_RAW_TOPIC`).
     Raw,
+    /// What the replicas share (`BRIDGE_INTERNAL_TOPIC`): store apps'
+    /// tickets. Never read by consumers.
+    Internal,
 }
 
 impl Destination {
-    pub const ALL: [Destination; 3] = [
+    pub const ALL: [Destination; 4] = [
         Destination::Record,
         Destination::DeadLetter,
         Destination::Raw,
+        Destination::Internal,
     ];
 
     /// What the topic is, in readiness's words.
@@ -25,6 +30,7 @@ impl Destination {
             Destination::Record => "member",
             Destination::DeadLetter => "dead-letter",
             Destination::Raw => "raw",
+            Destination::Internal => "internal",
         }
     }
 
@@ -34,6 +40,7 @@ impl Destination {
             Destination::Record => "record",
             Destination::DeadLetter => "dead_letter",
             Destination::Raw => "raw",
+            Destination::Internal => "internal",
         }
     }
 }

@@ -34,6 +34,7 @@ pub mod secret;
 pub mod server;
 pub mod sink;
 pub mod snapshot;
+pub mod tickets;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -95,16 +96,24 @@ pub async fn run(
     {
         metrics.register_event_types(types.iter().map(String::as_str));
     }
-    let snapshotter = snapshotter(&config, &sink, &metrics)?;
+    let tickets = tickets::book(&config, &metrics);
+    if let Some(t) = &tickets {
+        readiness.note_tickets(t.clone());
+    }
+    let snapshotters = snapshot::Snapshotters::new(&config, &sink, &metrics, tickets.as_ref())?;
     let mut pipeline = Pipeline::new(dedup, sink.clone(), config.routing.clone());
-    match &snapshotter {
-        Some(s) if config.openapi.on_bot_added => {
-            pipeline = pipeline.with_snapshots_on_bot_added(s.clone());
+    if let Some(t) = &tickets {
+        pipeline = pipeline.with_tickets(t.clone());
+    }
+    match snapshotters.is_empty() {
+        false if config.openapi.on_bot_added => {
+            pipeline = pipeline.with_snapshots_on_bot_added(snapshotters.clone());
             info!("snapshots on: a chat's members are listed and published when the bot is added to it");
         }
-        Some(_) => info!("snapshots on bot.added off (BRIDGE_SNAPSHOTS=off); POST /snapshot on the admin port still works"),
-        None => info!("snapshots off: set FEISHU_APP_ID and FEISHU_APP_SECRET (or FEISHU_APP_SECRET_FILE) to list a chat's members when the bot is added to it"),
+        false => info!("snapshots on bot.added off (BRIDGE_SNAPSHOTS=off); POST /snapshot on the admin port still works"),
+        true => info!("snapshots off: set FEISHU_APP_ID and FEISHU_APP_SECRET (or FEISHU_APP_SECRET_FILE), or a listed app's app_secret, to list a chat's members when the bot is added to it"),
     }
+    let snapshotter = snapshotters.single().cloned();
 
     let mut callbacks = callbacks::callbacks(&config, &pipeline, &metrics);
     let admin = Arc::new(Admin {
@@ -165,6 +174,13 @@ pub async fn run(
 
     // The long connection and the follower stop when this turns true.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ticket_reader = match &tickets {
+        Some(book) => Some(tickets::read(&config, book, stop_rx.clone())?),
+        None => None,
+    };
+    if tickets.is_some() {
+        snapshotters.ask_for_missing_tickets();
+    }
     let follower = match follower {
         Some(f) => Some(f.spawn(stop_rx.clone())?),
         None => {
@@ -229,8 +245,8 @@ pub async fn run(
     }
     readiness.set_kafka(Err("the bridge is shutting down".into()));
     readiness_task.abort();
-    if let Some(thread) = follower {
-        // It notices the stop within one poll.
+    for thread in [follower, ticket_reader].into_iter().flatten() {
+        // Each notices the stop within one poll.
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 

@@ -19,7 +19,8 @@ use crate::publish_error::PublishError;
 use crate::record::{MemberKind, Trigger};
 use crate::routing::{NotRouted, Route, Routing};
 use crate::sink::{Outgoing, Sink};
-use crate::snapshot::Snapshotter;
+use crate::snapshot::Snapshotters;
+use crate::tickets::Tickets;
 
 /// The answer owed to Feishu for one event.
 #[derive(Debug)]
@@ -60,8 +61,11 @@ pub struct Pipeline {
     dedup: Dedup,
     sink: Sink,
     routing: Arc<Routing>,
-    /// Snapshots a chat once the bot's arrival in it is published.
-    on_bot_added: Option<Snapshotter>,
+    /// Snapshots a chat once the bot's arrival in it is published, as the
+    /// app the event was sent to.
+    on_bot_added: Option<Snapshotters>,
+    /// Store apps' tickets, kept and shared rather than dropped.
+    tickets: Option<Tickets>,
 }
 
 impl Pipeline {
@@ -71,14 +75,22 @@ impl Pipeline {
             sink,
             routing: Arc::new(routing),
             on_bot_added: None,
+            tickets: None,
         }
+    }
+
+    /// Keeps the store apps' `app_ticket`s in `tickets` (shared through the
+    /// internal topic) instead of only acknowledging them.
+    pub fn with_tickets(mut self, tickets: Tickets) -> Self {
+        self.tickets = Some(tickets);
+        self
     }
 
     /// Lists a chat's members and publishes its snapshot after its
     /// `bot.added` record is acknowledged (in the background: Feishu's
     /// answer does not wait for the listing).
-    pub fn with_snapshots_on_bot_added(mut self, snapshotter: Snapshotter) -> Self {
-        self.on_bot_added = Some(snapshotter);
+    pub fn with_snapshots_on_bot_added(mut self, snapshotters: Snapshotters) -> Self {
+        self.on_bot_added = Some(snapshotters);
         self
     }
 
@@ -111,6 +123,7 @@ impl Pipeline {
     ) -> Answer {
         let route = match self.routing.route(&event) {
             Ok(route) => route,
+            Err(NotRouted::AppTicket) => return self.take_ticket(&event, deadline).await,
             Err(why) => return Answer::Ignored(why),
         };
         if !turn.wait(deadline).await {
@@ -164,9 +177,34 @@ impl Pipeline {
         }
     }
 
+    /// A store app's ticket: written to the internal topic (acknowledged
+    /// before Feishu is answered) and kept; never published to the record
+    /// topics. Any other app's, or without store apps: acknowledged only.
+    async fn take_ticket(&self, event: &VerifiedEvent, deadline: Instant) -> Answer {
+        let ignored = Answer::Ignored(NotRouted::AppTicket);
+        let Some(tickets) = &self.tickets else {
+            return ignored;
+        };
+        let Some((app_id, ticket)) = crate::tickets::from_event(event) else {
+            return ignored;
+        };
+        if !tickets.keeps(&app_id) {
+            return ignored;
+        }
+        let shared = tickets.share(&self.sink, &app_id, ticket, now_ms());
+        match tokio::time::timeout_at(deadline, shared).await {
+            Ok(Ok(())) => ignored,
+            Ok(Err(e)) => Answer::Unavailable(Unavailable::Kafka(e)),
+            Err(_) => Answer::Unavailable(Unavailable::Deadline),
+        }
+    }
+
     fn snapshot_after_bot_added(&self, event: &VerifiedEvent) {
         let (Some(snapshotter), Some(chat_id)) = (
-            self.on_bot_added.clone(),
+            self.on_bot_added
+                .as_ref()
+                .and_then(|s| s.of_app(event.app_id()))
+                .cloned(),
             event.chat_id().map(str::to_owned),
         ) else {
             return;
@@ -295,7 +333,7 @@ pub fn report(
                     info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "event type not routed (BRIDGE_EVENT_TYPES, BRIDGE_RAW_EVENT_TYPES); acknowledged")
                 }
                 NotRouted::AppTicket => {
-                    info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "app_ticket (a store app's credential): never published; acknowledged")
+                    info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "app_ticket (a store app's credential): never published to the record topics; a listed store app's is kept on the internal topic; acknowledged")
                 }
                 NotRouted::Schema1 => {
                     info!(ingress = via, outcome = outcome::IGNORED, %event_id, %event_type, "schema 1.0 event: never routed (only 2.0 envelopes are published); acknowledged")

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::dedup::{Dedup, Position};
+use crate::tickets::Tickets;
 
 /// Until the first answer from Kafka.
 const KAFKA_NOT_ASKED: &str = "kafka has not been asked yet whether the topics can be written";
@@ -21,6 +22,9 @@ pub struct Readiness {
     long_connection: AtomicBool,
     require_long_connection: bool,
     dedup: Dedup,
+    /// Store apps' tickets: one missing is said, not a reason to be unready
+    /// (events keep publishing; only that app's OpenAPI calls wait).
+    tickets: Mutex<Option<Tickets>>,
 }
 
 impl Readiness {
@@ -30,7 +34,26 @@ impl Readiness {
             long_connection: AtomicBool::new(false),
             require_long_connection,
             dedup,
+            tickets: Mutex::new(None),
         }
+    }
+
+    pub fn note_tickets(&self, tickets: Tickets) {
+        *self.tickets.lock().unwrap_or_else(|e| e.into_inner()) = Some(tickets);
+    }
+
+    /// What `/readyz` adds to a ready answer: the store apps waiting for
+    /// their app_ticket.
+    pub fn notes(&self) -> Vec<String> {
+        let tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tickets) = tickets.as_ref() else {
+            return Vec::new();
+        };
+        tickets
+            .waiting()
+            .into_iter()
+            .map(|app| format!("store app {app} is waiting for its app_ticket: its snapshots wait, its events publish"))
+            .collect()
     }
 
     /// Kafka's state: `Ok`, or why records cannot be written.

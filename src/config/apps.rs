@@ -59,7 +59,6 @@ struct Entry {
     encrypt_key_previous: Option<String>,
     verification_token_previous: Option<String>,
     /// For the OpenAPI (snapshots); not used by the callbacks.
-    #[allow(dead_code)]
     app_secret: Option<String>,
 }
 
@@ -77,6 +76,9 @@ pub struct App {
     pub app_id: String,
     pub kind: AppKind,
     pub secrets: WebhookSecrets,
+    /// For the OpenAPI: with it, the app's chats are snapshotted (a store
+    /// app's tokens also need its `app_ticket`).
+    pub app_secret: Option<Secret>,
 }
 
 /// The list, checked: names and App IDs unique, each app's secrets by the
@@ -157,6 +159,7 @@ impl Apps {
                 _ => Ok(None),
             };
             let encrypt_key = secret(e.encrypt_key, "encrypt_key", true)?;
+            let app_secret = secret(e.app_secret, "app_secret", true)?;
             let verification_token = secret(e.verification_token, "verification_token", true)?;
             let encrypt_key_previous =
                 secret(e.encrypt_key_previous, "encrypt_key_previous", false)?;
@@ -196,6 +199,7 @@ impl Apps {
                     encrypt_key_previous,
                     verification_token_previous,
                 },
+                app_secret,
             });
         }
         Ok(Apps(apps))

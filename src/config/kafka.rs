@@ -38,6 +38,16 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAFKA_DLQ_TOPIC")]
     pub dlq_topic: Option<String>,
 
+    /// The bridge's own topic, read and written by its replicas only: a
+    /// store app's newest `app_ticket`, shared by every replica. Used only
+    /// when a listed store app has its `app_secret`.
+    #[arg(
+        long,
+        env = "BRIDGE_INTERNAL_TOPIC",
+        default_value = "feishu.bridge.internal"
+    )]
+    pub internal_topic: String,
+
     /// Extra librdkafka properties, `key=value`, comma-separated or repeated
     /// (e.g. `security.protocol=SASL_SSL`).
     #[arg(
@@ -58,6 +68,7 @@ pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
     pub dlq_topic: String,
+    pub internal_topic: String,
     pub properties: Vec<(String, Secret)>,
     /// `KAFKA_PROPERTIES_FILE` was set to a file that does not exist.
     pub properties_file_absent: Option<PathBuf>,
@@ -78,6 +89,13 @@ impl KafkaArgs {
         validate_topic("KAFKA_DLQ_TOPIC", &dlq_topic)?;
         if dlq_topic == self.topic {
             return Err(invalid("KAFKA_DLQ_TOPIC", "must differ from KAFKA_TOPIC"));
+        }
+        validate_topic("BRIDGE_INTERNAL_TOPIC", &self.internal_topic)?;
+        if self.internal_topic == self.topic || self.internal_topic == dlq_topic {
+            return Err(invalid(
+                "BRIDGE_INTERNAL_TOPIC",
+                "must differ from KAFKA_TOPIC and KAFKA_DLQ_TOPIC (it holds credentials that consumers must not read)",
+            ));
         }
 
         let mut properties = Vec::new();
@@ -118,6 +136,7 @@ impl KafkaArgs {
             brokers,
             topic: self.topic.clone(),
             dlq_topic,
+            internal_topic: self.internal_topic.clone(),
             properties,
             properties_file_absent,
         })

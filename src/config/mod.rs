@@ -159,6 +159,9 @@ pub struct Config {
     pub brokers: String,
     pub topic: String,
     pub dlq_topic: String,
+    /// `BRIDGE_INTERNAL_TOPIC`, present when a listed store app has its
+    /// `app_secret` (its `app_ticket` is shared there).
+    pub internal_topic: Option<String>,
     pub kafka_properties: Vec<(String, Secret)>,
     /// `KAFKA_PROPERTIES_FILE` named a file that does not exist (logged at
     /// start-up; no properties come from it).
@@ -199,8 +202,22 @@ impl Settings {
         let kafka = self.kafka.validate()?;
         let routing = self.routing.validate(&kafka)?;
         let long_connection = self.feishu.long_connection()?;
-        let openapi = self.openapi.validate(&self.feishu)?;
+        let mut openapi = self.openapi.validate(&self.feishu)?;
+        // A listed app with its app_secret is snapshotted as the single app is.
+        openapi.on_bot_added |= self.openapi.snapshots != SnapshotMode::Off
+            && apps.0.iter().any(|a| a.app_secret.is_some());
         self.dedup.validate()?;
+        let internal_topic = apps
+            .0
+            .iter()
+            .any(|a| a.kind == apps::AppKind::Store && a.app_secret.is_some())
+            .then(|| kafka.internal_topic.clone());
+        if internal_topic.is_some() && routing.raw_topic() == internal_topic.as_deref() {
+            return Err(invalid(
+                "BRIDGE_INTERNAL_TOPIC",
+                "must differ from BRIDGE_RAW_TOPIC (it holds credentials that consumers must not read)",
+            ));
+        }
 
         Ok(Config {
             listen: server.listen,
@@ -220,6 +237,7 @@ impl Settings {
             brokers: kafka.brokers,
             topic: kafka.topic,
             dlq_topic: kafka.dlq_topic,
+            internal_topic,
             kafka_properties: kafka.properties,
             kafka_properties_file_absent: kafka.properties_file_absent,
             routing,
@@ -341,8 +359,53 @@ mod tests {
             "BRIDGE_SNAPSHOTS",
             "FEISHU_API_RATE_PER_SEC",
             "FEISHU_API_TIMEOUT_MS",
+            "BRIDGE_INTERNAL_TOPIC",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
         }
+    }
+
+    #[test]
+    fn a_store_app_with_its_secret_needs_an_internal_topic_of_its_own() {
+        let path =
+            std::env::temp_dir().join(format!("fkb-config-store-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"apps":[{"name":"shop","app_id":"cli_s","kind":"store","encrypt_key":"k","app_secret":"s"}]}"#,
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cfg = validate_args(&["--apps-file", file]).unwrap();
+        assert_eq!(
+            cfg.internal_topic.as_deref(),
+            Some("feishu.bridge.internal")
+        );
+        assert!(
+            cfg.openapi.on_bot_added,
+            "a listed app's secret turns snapshots on"
+        );
+        let err = validate_args(&[
+            "--apps-file",
+            file,
+            "--internal-topic",
+            "feishu.chat.members",
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "BRIDGE_INTERNAL_TOPIC");
+        let err = validate_args(&[
+            "--apps-file",
+            file,
+            "--internal-topic",
+            "t",
+            "--raw-event-types",
+            "*",
+            "--raw-topic",
+            "t",
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "BRIDGE_INTERNAL_TOPIC");
+        // Without a store app's secret there is nothing to share.
+        assert!(validate_args(&[]).unwrap().internal_topic.is_none());
+        let _ = std::fs::remove_file(&path);
     }
 }

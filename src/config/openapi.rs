@@ -46,6 +46,28 @@ pub struct OpenApiSettings {
     pub client: Option<OpenApiConfig>,
     /// Snapshot a chat when the bot is added to it.
     pub on_bot_added: bool,
+    /// Where and how every client calls (a listed app's takes its own
+    /// credentials): base URL, rate cap, deadline.
+    base: String,
+    rate_per_sec: u32,
+    timeout: Duration,
+}
+
+/// Attempts of one call that fails in a retriable way.
+const ATTEMPTS: u32 = 4;
+
+impl OpenApiSettings {
+    /// The client settings of a listed app.
+    pub fn client_for(&self, app_id: String, app_secret: crate::secret::Secret) -> OpenApiConfig {
+        OpenApiConfig {
+            base: self.base.clone(),
+            app_id,
+            app_secret,
+            rate_per_sec: self.rate_per_sec,
+            timeout: self.timeout,
+            attempts: ATTEMPTS,
+        }
+    }
 }
 
 impl OpenApiArgs {
@@ -59,21 +81,17 @@ impl OpenApiArgs {
                 "is on, which needs the app's credentials: set FEISHU_APP_ID and FEISHU_APP_SECRET (or FEISHU_APP_SECRET_FILE)",
             ));
         }
-        let client = match credentials {
-            Some((app_id, app_secret)) => Some(OpenApiConfig {
-                base: feishu.base_url()?,
-                app_id,
-                app_secret,
-                rate_per_sec: self.api_rate_per_sec,
-                timeout: Duration::from_millis(self.api_timeout_ms),
-                attempts: 4,
-            }),
-            None => None,
+        let mut settings = OpenApiSettings {
+            client: None,
+            on_bot_added: false,
+            base: feishu.base_url()?,
+            rate_per_sec: self.api_rate_per_sec,
+            timeout: Duration::from_millis(self.api_timeout_ms),
         };
-        Ok(OpenApiSettings {
-            on_bot_added: client.is_some() && self.snapshots != SnapshotMode::Off,
-            client,
-        })
+        settings.client =
+            credentials.map(|(app_id, app_secret)| settings.client_for(app_id, app_secret));
+        settings.on_bot_added = self.snapshots != SnapshotMode::Off && settings.client.is_some();
+        Ok(settings)
     }
 }
 

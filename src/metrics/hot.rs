@@ -25,7 +25,7 @@ pub(super) struct Hot {
     /// Indexed by [`Ingress`].
     request_duration: [Histogram; 2],
     /// Indexed by [`Destination`].
-    publish_duration: [Histogram; 3],
+    publish_duration: [Histogram; 4],
 }
 
 fn ingress_index(ingress: Ingress) -> usize {
@@ -40,6 +40,7 @@ fn destination_index(destination: Destination) -> usize {
         Destination::Record => 0,
         Destination::DeadLetter => 1,
         Destination::Raw => 2,
+        Destination::Internal => 3,
     }
 }
 

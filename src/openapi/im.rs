@@ -55,10 +55,11 @@ pub struct Members {
 }
 
 impl OpenApi {
-    /// Every chat the app's bot is in.
-    pub async fn list_chats(&self) -> Result<Vec<Chat>, ApiError> {
+    /// Every chat the app's bot is in (in `tenant`, for a store app).
+    pub async fn list_chats(&self, tenant: Option<&str>) -> Result<Vec<Chat>, ApiError> {
         let mut chats = Vec::new();
         self.pages(
+            tenant,
             api::LIST_CHATS,
             "/open-apis/im/v1/chats",
             &[],
@@ -70,8 +71,13 @@ impl OpenApi {
         Ok(chats)
     }
 
-    /// Every member of `chat_id`, by `open_id`.
-    pub async fn list_members(&self, chat_id: &str) -> Result<Members, ApiError> {
+    /// Every member of `chat_id`, by `open_id` (a store app's chat is in
+    /// `tenant`, whose token lists it).
+    pub async fn list_members(
+        &self,
+        tenant: Option<&str>,
+        chat_id: &str,
+    ) -> Result<Members, ApiError> {
         if chat_id.is_empty()
             || !chat_id
                 .bytes()
@@ -87,6 +93,7 @@ impl OpenApi {
         let mut total = None;
         let path = format!("/open-apis/im/v1/chats/{chat_id}/members");
         self.pages(
+            tenant,
             api::LIST_MEMBERS,
             &path,
             &[("member_id_type", "open_id")],
@@ -102,6 +109,7 @@ impl OpenApi {
     /// Follows `page_token` while `has_more`, handing each page to `take`.
     async fn pages<T: serde::de::DeserializeOwned>(
         &self,
+        tenant: Option<&str>,
         api: &'static str,
         path: &str,
         query: &[(&str, &str)],
@@ -114,7 +122,7 @@ impl OpenApi {
             if let Some(t) = &token {
                 q.push(("page_token", t));
             }
-            let page: Page<T> = self.get(api, path, &q).await?;
+            let page: Page<T> = self.get(tenant, api, path, &q).await?;
             let next = page.page_token.clone().filter(|t| !t.is_empty());
             let more = page.has_more;
             take(page);

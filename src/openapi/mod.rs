@@ -11,6 +11,7 @@
 pub mod im;
 pub mod limit;
 mod metrics;
+mod store;
 pub mod token;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use tracing::{debug, warn};
 
 pub use metrics::OpenApiMetrics;
+pub use store::StoreApp;
 
 use crate::secret::Secret;
 use limit::Limiter;
@@ -48,9 +50,13 @@ const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 /// The API names of the `api` label.
 pub mod api {
     pub const TOKEN: &str = "tenant_access_token";
+    /// A store app's app access token (from its app_ticket).
+    pub const APP_TOKEN: &str = "app_access_token";
+    /// Asking Feishu to push a store app's app_ticket again.
+    pub const TICKET_RESEND: &str = "app_ticket_resend";
     pub const LIST_CHATS: &str = "list_chats";
     pub const LIST_MEMBERS: &str = "list_chat_members";
-    pub const ALL: [&str; 3] = [TOKEN, LIST_CHATS, LIST_MEMBERS];
+    pub const ALL: [&str; 5] = [TOKEN, APP_TOKEN, TICKET_RESEND, LIST_CHATS, LIST_MEMBERS];
 }
 
 /// Why a call failed, by what the caller can do about it.
@@ -108,7 +114,10 @@ pub struct OpenApiConfig {
 pub struct OpenApi {
     config: OpenApiConfig,
     http: reqwest::Client,
+    /// A self-built app's one tenant access token.
     token: TokenCache,
+    /// A store app's tokens, per tenant; `None` for a self-built app.
+    store: Option<StoreApp>,
     limiter: Limiter,
     metrics: OpenApiMetrics,
 }
@@ -130,6 +139,7 @@ struct TokenAnswer {
     #[serde(default)]
     msg: String,
     tenant_access_token: Option<String>,
+    app_access_token: Option<String>,
     /// Seconds.
     expire: Option<u64>,
 }
@@ -159,31 +169,48 @@ impl OpenApi {
             config,
             http,
             token: TokenCache::default(),
+            store: None,
             metrics,
         })
+    }
+
+    /// The client of a store app, whose tokens come from its app_ticket.
+    pub fn store(
+        config: OpenApiConfig,
+        metrics: OpenApiMetrics,
+        store: StoreApp,
+    ) -> Result<Self, reqwest::Error> {
+        let mut api = OpenApi::new(config, metrics)?;
+        api.store = Some(store);
+        Ok(api)
+    }
+
+    pub fn app_id(&self) -> &str {
+        &self.config.app_id
     }
 
     pub fn metrics(&self) -> &OpenApiMetrics {
         &self.metrics
     }
 
-    /// `GET {base}{path}` as the app, `data` decoded as `T`. A token Feishu
-    /// rejects is fetched anew once.
+    /// `GET {base}{path}` as the app (in `tenant`, for a store app),
+    /// `data` decoded as `T`. A token Feishu rejects is fetched anew once.
     async fn get<T: DeserializeOwned>(
         &self,
+        tenant: Option<&str>,
         api: &'static str,
         path: &str,
         query: &[(&str, &str)],
     ) -> Result<T, ApiError> {
         let renewed = std::sync::atomic::AtomicBool::new(false);
         self.retrying(api, || async {
-            let token = match self.token().await {
+            let token = match self.token(tenant).await {
                 Ok(t) => t,
                 Err(e) => return Attempt::Fatal(e),
             };
             match self.attempt::<T>(api, path, query, &token).await {
                 Attempt::TokenRejected(code, msg) => {
-                    self.token.forget(&token).await;
+                    self.forget(tenant, &token).await;
                     if renewed.swap(true, std::sync::atomic::Ordering::Relaxed) {
                         Attempt::Failed(ApiError::Auth { api, code, msg })
                     } else {
@@ -316,29 +343,52 @@ impl OpenApi {
         }
     }
 
-    /// The tenant access token, fetched when the cached one is due.
-    async fn token(&self) -> Result<Secret, ApiError> {
-        self.token.get(|| self.fetch_token()).await
+    /// The tenant access token, fetched when the cached one is due: the
+    /// self-built app's, or a store app's for `tenant`.
+    async fn token(&self, tenant: Option<&str>) -> Result<Secret, ApiError> {
+        match &self.store {
+            None => self.token.get(|| self.fetch_token()).await,
+            Some(store) => store.tenant_token(self, tenant).await,
+        }
+    }
+
+    /// Drops a token Feishu rejected.
+    async fn forget(&self, tenant: Option<&str>, token: &Secret) {
+        match &self.store {
+            None => self.token.forget(token).await,
+            Some(store) => store.forget(tenant, token).await,
+        }
     }
 
     async fn fetch_token(&self) -> Result<(Secret, Duration), ApiError> {
-        self.retrying(api::TOKEN, || self.token_attempt()).await
+        let body = serde_json::json!({
+            "app_id": self.config.app_id,
+            "app_secret": self.config.app_secret.expose(),
+        });
+        self.retrying(api::TOKEN, || {
+            self.token_attempt(
+                api::TOKEN,
+                "/open-apis/auth/v3/tenant_access_token/internal",
+                &body,
+            )
+        })
+        .await
     }
 
-    async fn token_attempt(&self) -> Attempt<(Secret, Duration)> {
-        let api = api::TOKEN;
+    /// One `POST` for a token (`api` names which: the tenant's or the
+    /// app's), its answer classified as every call's.
+    async fn token_attempt(
+        &self,
+        api: &'static str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Attempt<(Secret, Duration)> {
         self.limiter.acquire(api).await;
         let started = std::time::Instant::now();
         let sent = self
             .http
-            .post(format!(
-                "{}/open-apis/auth/v3/tenant_access_token/internal",
-                self.config.base
-            ))
-            .json(&serde_json::json!({
-                "app_id": self.config.app_id,
-                "app_secret": self.config.app_secret.expose(),
-            }))
+            .post(format!("{}{path}", self.config.base))
+            .json(body)
             .send()
             .await;
         self.metrics.observe(api, started.elapsed());
@@ -349,6 +399,23 @@ impl OpenApi {
         let status = response.status();
         let reset = rate_limit_reset(response.headers());
         let answer: Option<TokenAnswer> = response.json().await.ok();
+        // The token this call asked for, with its lifetime.
+        let issued = answer
+            .as_ref()
+            .filter(|a| a.code == 0)
+            .and_then(|a| {
+                let token = match api {
+                    api::APP_TOKEN => a.app_access_token.as_deref(),
+                    _ => a.tenant_access_token.as_deref(),
+                };
+                token
+                    .filter(|t| !t.is_empty())
+                    .zip(a.expire.filter(|e| *e > 0))
+            })
+            .map(|(token, expire)| (Secret::new(token), Duration::from_secs(expire)));
+        if let Some(issued) = issued {
+            return Attempt::Done(issued);
+        }
         match answer {
             _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
                 Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT))
@@ -356,14 +423,7 @@ impl OpenApi {
             Some(a) if a.code == RATE_LIMITED => {
                 Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT))
             }
-            Some(TokenAnswer {
-                code: 0,
-                tenant_access_token: Some(token),
-                expire: Some(expire),
-                ..
-            }) if !token.is_empty() && expire > 0 => {
-                Attempt::Done((Secret::new(token), Duration::from_secs(expire)))
-            }
+            Some(a) if TOKEN_REJECTED.contains(&a.code) => Attempt::TokenRejected(a.code, a.msg),
             _ if status.is_server_error() => Attempt::Failed(ApiError::Retriable {
                 api,
                 detail: format!("HTTP {status}"),
@@ -381,6 +441,59 @@ impl OpenApi {
             _ => Attempt::Failed(ApiError::Retriable {
                 api,
                 detail: format!("HTTP {status} without a token"),
+            }),
+        }
+    }
+}
+
+impl OpenApi {
+    /// One `POST` of the ticket resend request: only its code matters.
+    async fn resend_attempt(&self, body: &serde_json::Value) -> Attempt<()> {
+        let api = api::TICKET_RESEND;
+        self.limiter.acquire(api).await;
+        let started = std::time::Instant::now();
+        let sent = self
+            .http
+            .post(format!(
+                "{}/open-apis/auth/v3/app_ticket/resend",
+                self.config.base
+            ))
+            .json(body)
+            .send()
+            .await;
+        self.metrics.observe(api, started.elapsed());
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(transport(api, &e)),
+        };
+        let status = response.status();
+        let reset = rate_limit_reset(response.headers());
+        let answer: Option<Envelope<serde::de::IgnoredAny>> = response.json().await.ok();
+        match answer {
+            _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT))
+            }
+            Some(a) if a.code == RATE_LIMITED => {
+                Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT))
+            }
+            Some(a) if a.code == 0 && status.is_success() => Attempt::Done(()),
+            _ if status.is_server_error() => Attempt::Failed(ApiError::Retriable {
+                api,
+                detail: format!("HTTP {status}"),
+            }),
+            Some(a) if CREDENTIALS_REFUSED.contains(&a.code) => Attempt::Failed(ApiError::Auth {
+                api,
+                code: a.code,
+                msg: a.msg,
+            }),
+            Some(a) => Attempt::Failed(ApiError::Permanent {
+                api,
+                code: a.code,
+                msg: a.msg,
+            }),
+            None => Attempt::Failed(ApiError::Retriable {
+                api,
+                detail: format!("HTTP {status} with an answer that is not Feishu's {{code, msg}}"),
             }),
         }
     }

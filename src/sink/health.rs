@@ -59,11 +59,11 @@ impl std::fmt::Display for Principal {
 pub struct KafkaHealth {
     principal: Principal,
     /// The topic of each destination, for messages.
-    topics: [Option<String>; 3],
+    topics: [Option<String>; 4],
     started: Instant,
     last_error: Mutex<Option<(ClientError, Instant)>>,
     /// Destinations whose last delivery was denied by an ACL.
-    denied: [AtomicBool; 3],
+    denied: [AtomicBool; 4],
     /// The last delivery's retriable error when no record was acknowledged
     /// since: the cluster is not taking records even while none waits.
     failing: Mutex<Option<String>>,
@@ -80,7 +80,7 @@ pub struct KafkaHealth {
 }
 
 impl KafkaHealth {
-    pub fn new(principal: Principal, topics: [Option<String>; 3]) -> Arc<Self> {
+    pub fn new(principal: Principal, topics: [Option<String>; 4]) -> Arc<Self> {
         Arc::new(KafkaHealth {
             principal,
             topics,
@@ -292,7 +292,7 @@ pub(super) fn test_health() -> Arc<KafkaHealth> {
             user: Some("bridge".into()),
             protocol: Some("SASL_SSL".into()),
         },
-        [Some("m".into()), Some("m.dlq".into()), None],
+        [Some("m".into()), Some("m.dlq".into()), None, None],
     )
 }
 

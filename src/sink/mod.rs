@@ -147,6 +147,7 @@ pub struct Sink {
     dlq_topic: String,
     /// Set exactly when raw routing is on.
     raw_topic: Option<String>,
+    internal_topic: Option<String>,
     metrics: Metrics,
 }
 
@@ -176,6 +177,7 @@ impl Sink {
                 Some(config.topic.clone()),
                 Some(config.dlq_topic.clone()),
                 raw_topic.clone(),
+                config.internal_topic.clone(),
             ],
         );
         let producer_config = client_config(config);
@@ -213,6 +215,7 @@ impl Sink {
             topic: config.topic.clone(),
             dlq_topic: config.dlq_topic.clone(),
             raw_topic,
+            internal_topic: config.internal_topic.clone(),
             metrics,
         })
     }
@@ -281,6 +284,10 @@ impl Sink {
             (Destination::Raw, None) => {
                 return Err(PublishError::Client("no raw topic configured".into()))
             }
+            (Destination::Internal, _) => match &self.internal_topic {
+                Some(internal) => internal,
+                None => return Err(PublishError::Client("no internal topic configured".into())),
+            },
         };
         let mut headers = OwnedHeaders::new_with_capacity(msg.headers.len());
         for (k, v) in &msg.headers {
@@ -340,6 +347,11 @@ impl Sink {
             (Destination::DeadLetter.role(), self.dlq_topic.as_str()),
         ];
         topics.extend(raw.map(|raw| (Destination::Raw.role(), raw)));
+        topics.extend(
+            self.internal_topic
+                .as_deref()
+                .map(|t| (Destination::Internal.role(), t)),
+        );
         topics
     }
 

@@ -9,6 +9,7 @@
 
 pub mod command;
 mod metrics;
+mod per_app;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 pub use metrics::SnapshotMetrics;
+pub use per_app::Snapshotters;
 
 use crate::cloudevents;
 use crate::destination::Destination;
@@ -121,7 +123,7 @@ impl Snapshotter {
     pub async fn run(&self, only: &[String], trigger: Trigger) -> Result<Summary, ApiError> {
         let chats: Vec<(String, Option<Chat>)> = if only.is_empty() {
             self.api
-                .list_chats()
+                .list_chats(None)
                 .await?
                 .into_iter()
                 .map(|c| (c.chat_id.clone(), Some(c)))
@@ -155,7 +157,7 @@ impl Snapshotter {
         let as_of_ms = crate::clock::now_ms();
         let mut attempt = 1;
         let members = loop {
-            match self.api.list_members(chat_id).await {
+            match self.api.list_members(origin.tenant_key, chat_id).await {
                 Ok(m) => break m,
                 Err(e @ ApiError::Retriable { .. }) if attempt < LIST_ATTEMPTS => {
                     warn!(chat_id, error = %e, attempt, "snapshot listing failed; retrying");

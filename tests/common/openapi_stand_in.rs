@@ -3,12 +3,15 @@
 //! app's tenant access token, the chats the bot is in and a chat's members,
 //! `{code, msg, data}` answers, `page_token`/`has_more` pagination (at most
 //! 100 a page), tokens that expire or are revoked (code 99991663), and
-//! frequency limits (HTTP 429, code 99991400, `x-ogw-ratelimit-reset`).
+//! frequency limits (HTTP 429, code 99991400, `x-ogw-ratelimit-reset`);
+//! and a store app's: the app access token from an app_ticket, a tenant
+//! access token per tenant (each listing only its tenant's chats), and the
+//! ticket's resend request.
 //! It holds the truth the tests compare against, and records every call.
 // An answer is a whole `Response` (the stand-in is small and not hot).
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +54,27 @@ pub struct StandInState {
     api_calls: u32,
     /// When each API call (token calls included) arrived, and its path.
     pub calls: Vec<(Instant, String)>,
+    /// The store app, when one is set up.
+    pub store: Option<StoreTruth>,
+    /// The tenant of each tenant access token a store app was given.
+    token_tenants: HashMap<String, String>,
+}
+
+/// What the stand-in knows of its store app.
+#[derive(Debug, Default)]
+pub struct StoreTruth {
+    pub app_id: String,
+    pub app_secret: String,
+    /// Tickets Feishu would take (it pushed them).
+    pub valid_tickets: HashSet<String>,
+    /// The ticket each app access token was made from, in order.
+    pub app_tokens: Vec<(String, String)>,
+    /// Tenant access tokens issued, per tenant.
+    pub tenant_tokens: BTreeMap<String, u32>,
+    /// `app_ticket/resend` requests.
+    pub resends: u32,
+    /// The tenant each of its chats is in.
+    pub chat_tenants: BTreeMap<String, String>,
 }
 
 type Shared = Arc<Mutex<StandInState>>;
@@ -76,6 +100,9 @@ impl OpenApiStandIn {
                 "/open-apis/auth/v3/tenant_access_token/internal",
                 post(token),
             )
+            .route("/open-apis/auth/v3/app_access_token", post(app_token))
+            .route("/open-apis/auth/v3/tenant_access_token", post(tenant_token))
+            .route("/open-apis/auth/v3/app_ticket/resend", post(resend))
             .route("/open-apis/im/v1/chats", get(chats))
             .route("/open-apis/im/v1/chats/{chat_id}/members", get(members))
             .with_state(state.clone());
@@ -113,6 +140,30 @@ impl OpenApiStandIn {
         );
     }
 
+    /// Sets up a store app.
+    pub fn store_app(&self, app_id: &str, app_secret: &str) {
+        self.state().store = Some(StoreTruth {
+            app_id: app_id.into(),
+            app_secret: app_secret.into(),
+            ..StoreTruth::default()
+        });
+    }
+
+    /// Feishu pushed `ticket`: it is taken for app access tokens from now on.
+    pub fn push_ticket(&self, ticket: &str) {
+        if let Some(store) = self.state().store.as_mut() {
+            store.valid_tickets.insert(ticket.into());
+        }
+    }
+
+    /// A chat of the store app in `tenant`, of `n` members.
+    pub fn add_store_chat(&self, chat_id: &str, tenant: &str, n: usize) {
+        self.add_chat(chat_id, n);
+        if let Some(store) = self.state().store.as_mut() {
+            store.chat_tenants.insert(chat_id.into(), tenant.into());
+        }
+    }
+
     pub fn truth(&self) -> BTreeMap<String, BTreeSet<String>> {
         self.state()
             .chats
@@ -140,6 +191,67 @@ async fn token(State(state): State<Shared>, Json(body): Json<Value>) -> Response
         .into_response()
 }
 
+async fn app_token(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
+    let mut s = state.lock().unwrap();
+    s.calls.push((Instant::now(), "app_token".into()));
+    let expire = s.token_expire_secs;
+    let issued = s.tokens_issued + 1;
+    let Some(store) = s.store.as_mut() else {
+        return feishu_error(StatusCode::OK, 10003, "invalid app_id");
+    };
+    if body["app_id"] != store.app_id.as_str() || body["app_secret"] != store.app_secret.as_str() {
+        return feishu_error(StatusCode::OK, 10014, "app secret invalid");
+    }
+    let ticket = body["app_ticket"].as_str().unwrap_or_default().to_owned();
+    if !store.valid_tickets.contains(&ticket) {
+        return feishu_error(StatusCode::OK, 10012, "app_ticket is invalid");
+    }
+    let token = format!("a-stand-in-app-token-{issued}");
+    store.app_tokens.push((token.clone(), ticket));
+    s.tokens_issued = issued;
+    Json(json!({"code": 0, "msg": "ok", "app_access_token": token, "expire": expire}))
+        .into_response()
+}
+
+async fn tenant_token(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
+    let mut s = state.lock().unwrap();
+    s.calls.push((Instant::now(), "store_tenant_token".into()));
+    let expire = s.token_expire_secs;
+    let issued = s.tokens_issued + 1;
+    let Some(store) = s.store.as_mut() else {
+        return feishu_error(StatusCode::OK, 10003, "invalid app_id");
+    };
+    let app_token = body["app_access_token"].as_str().unwrap_or_default();
+    if !store.app_tokens.iter().any(|(t, _)| t == app_token) {
+        return feishu_error(
+            StatusCode::BAD_REQUEST,
+            99991664,
+            "invalid app access token",
+        );
+    }
+    let tenant = body["tenant_key"].as_str().unwrap_or_default().to_owned();
+    *store.tenant_tokens.entry(tenant.clone()).or_default() += 1;
+    let token = format!("t-stand-in-{tenant}-{issued}");
+    s.tokens_issued = issued;
+    s.tokens.insert(token.clone());
+    s.token_tenants.insert(token.clone(), tenant);
+    Json(json!({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": expire}))
+        .into_response()
+}
+
+async fn resend(State(state): State<Shared>, Json(body): Json<Value>) -> Response {
+    let mut s = state.lock().unwrap();
+    s.calls.push((Instant::now(), "app_ticket_resend".into()));
+    let Some(store) = s.store.as_mut() else {
+        return feishu_error(StatusCode::OK, 10003, "invalid app_id");
+    };
+    if body["app_id"] != store.app_id.as_str() || body["app_secret"] != store.app_secret.as_str() {
+        return feishu_error(StatusCode::OK, 10014, "app secret invalid");
+    }
+    store.resends += 1;
+    Json(json!({"code": 0, "msg": "ok"})).into_response()
+}
+
 /// The checks every API call goes through: frequency limit, then token.
 fn admit(s: &mut StandInState, headers: &HeaderMap, path: &str) -> Result<(), Response> {
     s.calls.push((Instant::now(), path.to_owned()));
@@ -162,11 +274,7 @@ fn admit(s: &mut StandInState, headers: &HeaderMap, path: &str) -> Result<(), Re
             return Err(r);
         }
     }
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
+    let token = bearer(headers);
     if !s.tokens.contains(token) {
         s.tokens_rejected += 1;
         return Err(feishu_error(
@@ -176,6 +284,14 @@ fn admit(s: &mut StandInState, headers: &HeaderMap, path: &str) -> Result<(), Re
         ));
     }
     Ok(())
+}
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
 }
 
 /// `page_size` (at most 100) and the offset a `page_token` stands for.
@@ -273,6 +389,20 @@ async fn members(
     {
         return (StatusCode::INTERNAL_SERVER_ERROR, "upstream error").into_response();
     }
+    let token = bearer(&headers);
+    let tenant = s.token_tenants.get(token).cloned();
+    let chat_tenant = s
+        .store
+        .as_ref()
+        .and_then(|store| store.chat_tenants.get(&chat_id).cloned());
+    // A store app's chat is listed only with its own tenant's token.
+    if tenant != chat_tenant {
+        return feishu_error(
+            StatusCode::BAD_REQUEST,
+            232011,
+            "operator is not in the chat",
+        );
+    }
     let Some(chat) = s.chats.get(&chat_id) else {
         return feishu_error(
             StatusCode::BAD_REQUEST,
@@ -283,7 +413,10 @@ async fn members(
     let all: Vec<Value> = chat
         .members
         .iter()
-        .map(|m| json!({"member_id_type": "open_id", "member_id": m, "name": format!("名 {m}"), "tenant_key": TENANT}))
+        .map(|m| {
+            json!({"member_id_type": "open_id", "member_id": m, "name": format!("名 {m}"),
+                        "tenant_key": chat_tenant.as_deref().unwrap_or(TENANT)})
+        })
         .collect();
     let total = all.len();
     let (items, token, more) = page_of(&all, size, offset);
