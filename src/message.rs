@@ -5,9 +5,7 @@
 use crate::cloudevents;
 use crate::destination::Destination;
 use crate::protocol::VerifiedEvent;
-use crate::record::{
-    member, raw, DeadLetter, Meta, NormalizeError, DEAD_LETTER_SCHEMA, RAW_SCHEMA,
-};
+use crate::record::{member, raw, DeadLetter, Meta, NormalizeError, DEAD_LETTER_SCHEMA};
 use crate::routing::Route;
 use crate::sink::Outgoing;
 
@@ -36,7 +34,7 @@ pub fn build(
             key: rec.key.map(str::to_owned),
             headers: headers(
                 &rec.meta,
-                RAW_SCHEMA,
+                raw::schema_of(event),
                 rec.meta.event_type,
                 rec.meta.event_id,
                 None,

@@ -26,7 +26,8 @@ pub enum NotRouted {
     Unlisted,
     /// A schema 1.0 event (`"type": "event_callback"`, no `header`): Feishu's
     /// legacy catalogue, which the raw form (the 2.0 envelope) does not
-    /// cover; subscribe the app to the 2.0 types instead.
+    /// cover; subscribe the app to the 2.0 types instead. The app lifecycle
+    /// types ([`LIFECYCLE`]) exist only in 1.0 and are routed.
     Schema1,
     /// `app_ticket`: a store app's credential for its OpenAPI tokens, which
     /// Feishu pushes to the callback URL. Never published, whatever the
@@ -36,6 +37,11 @@ pub enum NotRouted {
 
 /// The event type of a store app's ticket.
 pub const APP_TICKET: &str = "app_ticket";
+
+/// An app's install lifecycle (a store app's tenants enabling, stopping or
+/// removing it), sent only as schema 1.0 events: routed raw like any other
+/// type, as their own record form (`record::raw::LIFECYCLE_SCHEMA`).
+pub const LIFECYCLE: [&str; 3] = ["app_open", "app_status_change", "app_uninstalled"];
 
 /// Which types go raw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +86,7 @@ impl Routing {
         if event.event_type() == APP_TICKET {
             return Err(NotRouted::AppTicket);
         }
-        if event.schema() != Schema::V2 {
+        if event.schema() != Schema::V2 && !LIFECYCLE.contains(&event.event_type()) {
             return Err(NotRouted::Schema1);
         }
         let event_type = event.event_type();
@@ -181,6 +187,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(all.route(&ticket), Err(NotRouted::AppTicket));
+        // The app lifecycle exists only in 1.0: routed raw when asked for.
+        let uninstalled = VerifiedEvent::for_tests(
+            json!({"type":"event_callback","uuid":"u2","token":"t","event":{"type":"app_uninstalled","app_id":"cli_1","tenant_key":"tk"}}),
+        )
+        .unwrap();
+        assert_eq!(all.route(&uninstalled), Ok(Route::Raw));
+        assert_eq!(listed.route(&uninstalled), Err(NotRouted::Unlisted));
+        assert_eq!(all.line_key(&uninstalled), Some("tk"));
+        assert_eq!(
+            (uninstalled.app_id(), uninstalled.tenant_key()),
+            (Some("cli_1"), Some("tk"))
+        );
     }
 
     #[test]

@@ -91,7 +91,8 @@ async fn a_ticket_pushed_to_one_replica_serves_the_others_snapshots_in_each_tena
     let broker = Broker::shared();
     let (topic, _) = topics(broker, "store");
     let internal = format!("{topic}.internal");
-    broker.create_topics(&[&internal]);
+    let raw = format!("{topic}.raw");
+    broker.create_topics(&[&internal, &raw]);
     let stand_in = OpenApiStandIn::start();
     stand_in.store_app(SHOP_ID, SHOP_SECRET);
     stand_in.add_store_chat("oc_store_x", "tenant_x", 3);
@@ -106,6 +107,11 @@ async fn a_ticket_pushed_to_one_replica_serves_the_others_snapshots_in_each_tena
         ("KAFKA_TOPIC", topic.as_str()),
         ("BRIDGE_APPS_FILE", file.0.to_str().unwrap()),
         ("BRIDGE_INTERNAL_TOPIC", internal.as_str()),
+        ("BRIDGE_RAW_TOPIC", raw.as_str()),
+        (
+            "BRIDGE_RAW_EVENT_TYPES",
+            "app_open,app_status_change,app_uninstalled",
+        ),
         ("FEISHU_DOMAIN", stand_in.url.as_str()),
         ("BRIDGE_LOG_FORMAT", "json"),
         ("BRIDGE_READINESS_INTERVAL_MS", "300"),
@@ -288,6 +294,43 @@ async fn a_ticket_pushed_to_one_replica_serves_the_others_snapshots_in_each_tena
             store.tenant_tokens
         );
     }
+
+    // The install lifecycle (schema 1.0 only) is routed raw, keyed by the
+    // tenant, once per uuid whichever replica a retry reaches.
+    let uninstalled = json!({"uuid": "store-uninstalled-1", "token": SHOP_TOKEN, "ts": "1700000001.5", "type": "event_callback",
+        "event": {"app_id": SHOP_ID, "tenant_key": "tenant_y", "type": "app_uninstalled"}});
+    assert_eq!(
+        post_to(&one, "/webhook/event/shop", SHOP_KEY, &uninstalled).await,
+        200
+    );
+    // Feishu retries 15 s and more later; the other replica knows by then.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        post_to(&two, "/webhook/event/shop", SHOP_KEY, &uninstalled).await,
+        200
+    );
+    assert_eq!(webhook_outcome(&two.metrics().await, "duplicate"), 1.0);
+    let lifecycle = read_topic(&broker.bootstrap, &raw, 1, SETTLE);
+    assert_eq!(lifecycle.len(), 1, "{lifecycle:?}");
+    let r = &lifecycle[0];
+    assert_eq!(r.key.as_deref(), Some("tenant_y"));
+    assert_eq!(r.headers["schema"], "feishu.raw_event_1_0.v1");
+    assert_eq!(
+        (
+            r.headers["event_id"].as_str(),
+            r.headers["event_type"].as_str()
+        ),
+        ("store-uninstalled-1", "app_uninstalled")
+    );
+    assert_eq!(
+        (
+            r.headers["app_id"].as_str(),
+            r.headers["tenant_key"].as_str()
+        ),
+        (SHOP_ID, "tenant_y")
+    );
+    assert_eq!(r.value["token"], "[redacted]");
+    assert_eq!(r.value["event"]["type"], "app_uninstalled");
 
     // Every record carries its app and tenant; the chat that three apps'
     // bots are in is one line; the ticket is on no record topic, nor in a log.

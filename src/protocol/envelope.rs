@@ -85,6 +85,10 @@ pub struct Header {
 pub struct Body {
     /// `type`: schema 1.0 events name their type here.
     pub kind: Scalar,
+    /// `app_id` and `tenant_key`: schema 1.0 events carry them here (2.0
+    /// events in the header).
+    pub app_id: Scalar,
+    pub tenant_key: Scalar,
     pub chat_id: Scalar,
     /// `message.chat_id` (message events), when `message` is an object.
     pub message_chat_id: Scalar,

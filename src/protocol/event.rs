@@ -143,14 +143,20 @@ impl VerifiedEvent {
         self.text_of(field).filter(|s| !s.is_empty())
     }
 
-    /// `header.tenant_key`, when a string.
+    /// `header.tenant_key` (schema 1.0: `event.tenant_key`), when a string.
     pub fn tenant_key(&self) -> Option<&str> {
-        self.text_of(&self.header.tenant_key)
+        match self.schema {
+            Schema::V2 => self.text_of(&self.header.tenant_key),
+            Schema::V1 => self.text_of(&self.body()?.tenant_key),
+        }
     }
 
-    /// `header.app_id`, when a string.
+    /// `header.app_id` (schema 1.0: `event.app_id`), when a string.
     pub fn app_id(&self) -> Option<&str> {
-        self.text_of(&self.header.app_id)
+        match self.schema {
+            Schema::V2 => self.text_of(&self.header.app_id),
+            Schema::V1 => self.text_of(&self.body()?.app_id),
+        }
     }
 
     /// `header.create_time` in ms, when it reads as one. Best effort, for the

@@ -12,14 +12,32 @@
 //! relative to each other. The price is that they share one partition,
 //! which suits events far rarer than messages. Only an envelope with
 //! neither (Feishu sends none) goes without a key.
+//!
+//! The app lifecycle events (`app_open`, `app_status_change`,
+//! `app_uninstalled`) exist only as schema 1.0 envelopes (`uuid`, `token`,
+//! `ts`, `type`, `event` with its `app_id` and `tenant_key`); they are
+//! published the same way, under a schema name of their own,
+//! [`LIFECYCLE_SCHEMA`], keyed by their tenant (`event.tenant_key`).
 
 use super::{Meta, NormalizeError};
-use crate::protocol::VerifiedEvent;
+use crate::protocol::{Schema, VerifiedEvent};
 
 /// The `schema` header of every raw record (the value is Feishu's own
 /// envelope, whose `schema` field says `2.0`); its JSON Schema is
 /// `deploy/schema/feishu.raw_event.v1.json`.
 pub const RAW_SCHEMA: &str = "feishu.raw_event.v1";
+
+/// The `schema` header of a raw schema 1.0 lifecycle event; JSON Schema
+/// `deploy/schema/feishu.raw_event_1_0.v1.json`.
+pub const LIFECYCLE_SCHEMA: &str = "feishu.raw_event_1_0.v1";
+
+/// The `schema` header of `event`'s raw record.
+pub fn schema_of(event: &VerifiedEvent) -> &'static str {
+    match event.schema() {
+        Schema::V2 => RAW_SCHEMA,
+        Schema::V1 => LIFECYCLE_SCHEMA,
+    }
+}
 
 /// A raw record and what its headers say of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +164,31 @@ mod tests {
         let rec: Value = serde_json::from_str(&encode(&event).unwrap().value).unwrap();
         assert!(v.is_valid(&rec), "{rec}");
         assert!(!v.is_valid(&json!({"header":{"event_id":"m1","event_type":"x","token":"tok"}})));
+    }
+
+    #[test]
+    fn a_lifecycle_event_is_its_1_0_envelope_token_redacted_keyed_by_tenant() {
+        let path = format!(
+            "{}/deploy/schema/feishu.raw_event_1_0.v1.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let event = verified(
+            json!({"uuid":"u-1","token":"secret-token","ts":"1603977298.0000","type":"event_callback",
+            "event":{"app_id":"cli_1","tenant_key":"tk","type":"app_status_change","status":"start_by_tenant"}}),
+        );
+        assert_eq!(schema_of(&event), LIFECYCLE_SCHEMA);
+        let rec = encode(&event).unwrap();
+        assert_eq!(rec.key, Some("tk"));
+        assert_eq!(
+            (rec.meta.event_id, rec.meta.app_id, rec.meta.tenant_key),
+            ("u-1", Some("cli_1"), Some("tk"))
+        );
+        assert!(!rec.value.contains("secret-token"));
+        let value: Value = serde_json::from_str(&rec.value).unwrap();
+        assert!(v.is_valid(&value), "{value}");
+        assert!(!v.is_valid(&json!({"uuid":"u","token":"secret","event":{"type":"x"}})));
     }
 
     proptest::proptest! {

@@ -385,6 +385,8 @@ impl<'de> Visitor<'de> for BodySeed<'de> {
             match &*key {
                 "type" => body.kind = map.next_value_seed(s)?,
                 "chat_id" => body.chat_id = map.next_value_seed(s)?,
+                "app_id" => body.app_id = map.next_value_seed(s)?,
+                "tenant_key" => body.tenant_key = map.next_value_seed(s)?,
                 "message" => {
                     body.message_chat_id = match map.next_value_seed(MessageSeed { base })? {
                         Slot::Value(chat_id) => chat_id,
