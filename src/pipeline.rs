@@ -121,6 +121,12 @@ impl Pipeline {
         deadline: Instant,
         mut turn: Turn,
     ) -> Answer {
+        if let (Some(tickets), Some(app_id), Some(tenant_key)) =
+            (&self.tickets, event.app_id(), event.tenant_key())
+        {
+            // Where a store app is installed: every authentic event says.
+            tickets.note_tenant(&self.sink, app_id, tenant_key);
+        }
         let route = match self.routing.route(&event) {
             Ok(route) => route,
             Err(NotRouted::AppTicket) => return self.take_ticket(&event, deadline).await,

@@ -369,10 +369,74 @@ async fn a_ticket_pushed_to_one_replica_serves_the_others_snapshots_in_each_tena
         );
         assert!(!r.headers["tenant_key"].is_empty(), "{r:?}");
     }
-    let internal_records = read_topic(&broker.bootstrap, &internal, 1, SETTLE);
-    assert_eq!(internal_records.len(), 1);
+    // The internal topic: the ticket, and the tenants the store app's
+    // events came from (where it is installed).
+    let internal_records = read_topic(&broker.bootstrap, &internal, 3, SETTLE);
+    let mut keys: Vec<&str> = internal_records
+        .iter()
+        .filter_map(|r| r.key.as_deref())
+        .collect();
+    keys.sort();
     assert_eq!(
-        internal_records[0].key.as_deref(),
-        Some(format!("app_ticket/{SHOP_ID}").as_str())
+        keys,
+        [
+            format!("app_ticket/{SHOP_ID}"),
+            format!("tenant/{SHOP_ID}/tenant_x"),
+            format!("tenant/{SHOP_ID}/tenant_y"),
+        ]
     );
+
+    // The snapshot command (the CronJob) covers every tenant the store app
+    // is known in, each with its own token, from the internal topic alone.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_feishu-kafka-bridge"));
+    cmd.env_clear()
+        .arg("snapshot")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env.iter().filter(|(k, _)| !k.ends_with("_LISTEN")) {
+        cmd.env(k, v);
+    }
+    let out = child::spawn(cmd)
+        .expect("the bridge binary")
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("snapshot: 2 chats, 5 members, 2 records, 0 failed"),
+        "{stdout}"
+    );
+    {
+        let state = stand_in.state();
+        let store = state.store.as_ref().unwrap();
+        assert_eq!(
+            store.tenant_tokens.get("tenant_x"),
+            Some(&2),
+            "{:?}",
+            store.tenant_tokens
+        );
+        assert_eq!(
+            store.tenant_tokens.get("tenant_y"),
+            Some(&2),
+            "{:?}",
+            store.tenant_tokens
+        );
+    }
+    let read = read_topic(&broker.bootstrap, &topic, 8, SETTLE);
+    let by_command: Vec<&Value> = read
+        .iter()
+        .map(|r| &r.value)
+        .filter(|v| v["trigger"] == "command")
+        .collect();
+    let mut tenants: Vec<&str> = by_command
+        .iter()
+        .filter_map(|v| v["tenant_key"].as_str())
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, ["tenant_x", "tenant_y"]);
 }

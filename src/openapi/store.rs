@@ -216,3 +216,10 @@ impl OpenApi {
         }
     }
 }
+
+impl OpenApi {
+    /// Whether this is a store app's client (its calls need a tenant).
+    pub fn is_store(&self) -> bool {
+        self.store.is_some()
+    }
+}

@@ -121,9 +121,19 @@ impl Snapshotter {
 
     /// Every chat the bot is in (`only` empty), or the chats of `only`.
     pub async fn run(&self, only: &[String], trigger: Trigger) -> Result<Summary, ApiError> {
+        self.run_in(None, only, trigger).await
+    }
+
+    /// [`Snapshotter::run`] in `tenant` (a store app's installation).
+    pub async fn run_in(
+        &self,
+        tenant: Option<&str>,
+        only: &[String],
+        trigger: Trigger,
+    ) -> Result<Summary, ApiError> {
         let chats: Vec<(String, Option<Chat>)> = if only.is_empty() {
             self.api
-                .list_chats(None)
+                .list_chats(tenant)
                 .await?
                 .into_iter()
                 .map(|c| (c.chat_id.clone(), Some(c)))
@@ -134,7 +144,7 @@ impl Snapshotter {
         let mut summary = Summary::default();
         for (chat_id, chat) in &chats {
             summary.chats += 1;
-            match self.chat(chat_id, chat.as_ref(), None, trigger).await {
+            match self.chat(chat_id, chat.as_ref(), tenant, trigger).await {
                 Ok(p) => {
                     summary.members += p.members;
                     summary.records += p.parts;

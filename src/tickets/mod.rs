@@ -15,7 +15,7 @@ mod metrics;
 mod reader;
 pub mod record;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,6 +93,9 @@ struct Inner {
     /// The store apps with an app_secret, by App ID, with their names.
     apps: HashMap<String, String>,
     tickets: Mutex<HashMap<String, Secret>>,
+    /// Per app, the tenants it is known to be installed in (events came
+    /// from them): read from the internal topic, or being written to it.
+    tenants: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Bumped at every new ticket: waiters look again.
     changed: watch::Sender<u64>,
     /// The internal topic has been read up to where it ended at start-up.
@@ -111,6 +114,7 @@ impl Tickets {
             inner: Arc::new(Inner {
                 apps,
                 tickets: Mutex::new(HashMap::new()),
+                tenants: Mutex::new(HashMap::new()),
                 changed: watch::channel(0).0,
                 loaded: AtomicBool::new(false),
                 metrics,
@@ -215,6 +219,74 @@ impl Tickets {
         sink.enqueue(&msg)?.acked().await?;
         self.learn(app_id, ticket, metrics::source::CALLBACK);
         Ok(())
+    }
+
+    /// Notes that `app_id` is installed in `tenant_key` (an event came from
+    /// it): the first time, written to the internal topic in the
+    /// background, so that the snapshot command and every replica know the
+    /// tenants to list. A write that fails is tried again at the tenant's
+    /// next event.
+    pub fn note_tenant(&self, sink: &Sink, app_id: &str, tenant_key: &str) {
+        if !self.keeps(app_id) || tenant_key.is_empty() {
+            return;
+        }
+        {
+            let mut tenants = self.tenants();
+            let known = tenants.entry(app_id.to_owned()).or_default();
+            if !known.insert(tenant_key.to_owned()) {
+                return;
+            }
+        }
+        let msg = Outgoing {
+            destination: Destination::Internal,
+            key: Some(record::tenant_key(app_id, tenant_key)),
+            payload: record::tenant_value(app_id, tenant_key, crate::clock::now_ms()),
+            headers: vec![("schema", record::TENANT_SCHEMA.to_owned())],
+        };
+        let (book, app_id, tenant_key) = (self.clone(), app_id.to_owned(), tenant_key.to_owned());
+        let delivery = sink.enqueue(&msg);
+        tokio::spawn(async move {
+            let written = match delivery {
+                Ok(d) => d.acked().await,
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) => {
+                    info!(
+                        app_id,
+                        tenant_key, "store app: a new tenant, kept on the internal topic"
+                    );
+                }
+                Err(e) => {
+                    if let Some(known) = book.tenants().get_mut(&app_id) {
+                        known.remove(&tenant_key);
+                    }
+                    tracing::warn!(app_id, tenant_key, error = %e, "store app: writing a new tenant to the internal topic failed; tried again at its next event");
+                }
+            }
+        });
+    }
+
+    /// A tenant read back from the internal topic.
+    fn known_tenant(&self, app_id: &str, tenant_key: &str) {
+        if self.keeps(app_id) {
+            self.tenants()
+                .entry(app_id.to_owned())
+                .or_default()
+                .insert(tenant_key.to_owned());
+        }
+    }
+
+    /// The tenants `app_id` is known to be installed in, sorted.
+    pub fn tenants_of(&self, app_id: &str) -> Vec<String> {
+        self.tenants()
+            .get(app_id)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn tenants(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        self.inner.tenants.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Secret>> {

@@ -95,8 +95,14 @@ impl TicketReader {
             let Some(Ok(msg)) = self.consumer.poll(POLL) else {
                 continue;
             };
-            if let Some((app_id, ticket)) = record::read_ticket(msg.key(), msg.payload()) {
-                self.tickets.learn(&app_id, ticket, source::INTERNAL_TOPIC);
+            match record::read(msg.key(), msg.payload()) {
+                Some(record::Internal::Ticket { app_id, ticket }) => {
+                    self.tickets.learn(&app_id, ticket, source::INTERNAL_TOPIC)
+                }
+                Some(record::Internal::Tenant { app_id, tenant_key }) => {
+                    self.tickets.known_tenant(&app_id, &tenant_key)
+                }
+                None => {}
             }
             if ends
                 .get(&msg.partition())

@@ -343,13 +343,22 @@ async fn chats(
         Ok(p) => p,
         Err(r) => return r,
     };
+    // A store app's tenant token lists that tenant's chats only.
+    let tenant = s.token_tenants.get(bearer(&headers)).cloned();
+    let chat_tenants = s
+        .store
+        .as_ref()
+        .map(|store| store.chat_tenants.clone())
+        .unwrap_or_default();
     let all: Vec<Value> = s
         .chats
         .iter()
+        .filter(|(id, _)| chat_tenants.get(*id) == tenant.as_ref())
         .map(|(id, c)| {
             json!({"chat_id": id, "avatar": "https://example.com/a.png", "name": c.name,
                    "description": "", "owner_id": "ou_owner", "owner_id_type": "open_id",
-                   "external": false, "tenant_key": TENANT, "chat_status": "normal"})
+                   "external": false, "tenant_key": chat_tenants.get(id).map_or(TENANT, String::as_str),
+                   "chat_status": "normal"})
         })
         .collect();
     let (items, token, more) = page_of(&all, size, offset);
