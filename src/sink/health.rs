@@ -111,6 +111,15 @@ impl KafkaHealth {
         }
     }
 
+    /// The producer refused a record at once because the ACLs deny its
+    /// topic (librdkafka knew from metadata): as a denied delivery, it
+    /// names the topic in readiness until a write there is acknowledged.
+    pub fn refused(&self, destination: Destination, error: &PublishError) {
+        if matches!(error, PublishError::Denied { .. }) {
+            self.denied[destination as usize].store(true, Ordering::Relaxed);
+        }
+    }
+
     /// A record's delivery ended: acknowledged, or failed with `error`
     /// (`None` when nobody waited for the outcome any more).
     pub fn settled(&self, destination: Destination, outcome: Result<(), Option<&PublishError>>) {
@@ -352,6 +361,18 @@ mod tests {
         assert_eq!(h.denied_topics(), ["the dead-letter topic \"m.dlq\""]);
         h.enqueued();
         h.settled(Destination::DeadLetter, Ok(()));
+        assert!(h.denied_topics().is_empty());
+        // Refused at once by the producer (the ACL known from metadata):
+        // named too, and a later acknowledged write clears it.
+        let denied = PublishError::Denied {
+            code: RDKafkaErrorCode::TopicAuthorizationFailed,
+        };
+        h.refused(Destination::Record, &PublishError::QueueFull);
+        assert!(h.denied_topics().is_empty());
+        h.refused(Destination::Record, &denied);
+        assert_eq!(h.denied_topics(), ["the member topic \"m\""]);
+        h.enqueued();
+        h.settled(Destination::Record, Ok(()));
         assert!(h.denied_topics().is_empty());
     }
 

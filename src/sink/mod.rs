@@ -319,6 +319,7 @@ impl Sink {
             }
             Err((err, _)) => {
                 let err = PublishError::from_kafka(&err);
+                self.health.refused(msg.destination, &err);
                 self.metrics
                     .delivery_errors
                     .with_label_values(&[err.kind()])

@@ -160,7 +160,12 @@ cmd_prepare() {
   dir=$(cd "$dir" && pwd)
   write_log4j "$dir"
   local cluster_id
-  cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # Kafka's base64url id; one that starts with '-' would read as an
+  # option to StorageTool (1 in 64), so a new one is drawn then.
+  cluster_id=-
+  while [ "${cluster_id:0:1}" = - ]; do
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  done
   local env=$dir/kafka.env
   : >"$env"
   if [ "$mode" = single ]; then
