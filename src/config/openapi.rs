@@ -30,7 +30,7 @@ pub struct OpenApiArgs {
     #[arg(long, env = "BRIDGE_SNAPSHOTS", value_enum, default_value_t = SnapshotMode::Auto)]
     pub snapshots: SnapshotMode,
 
-    /// Most calls per second to Feishu's OpenAPI, for the whole process.
+    /// Most calls per second to Feishu's OpenAPI, per app (each app's client paces its own calls).
     #[arg(long, env = "FEISHU_API_RATE_PER_SEC", default_value_t = 10)]
     pub api_rate_per_sec: u32,
 

@@ -18,8 +18,10 @@ use crate::tickets::Tickets;
 pub struct Snapshotters {
     /// The single app's, used for events of any app not listed.
     single: Option<Snapshotter>,
-    /// The listed apps', by App ID.
-    listed: HashMap<String, Snapshotter>,
+    /// The listed apps', by App ID; `None` for a listed app without its
+    /// `app_secret` (its chats are not snapshotted, least of all as
+    /// another app).
+    listed: HashMap<String, Option<Snapshotter>>,
 }
 
 impl Snapshotters {
@@ -55,6 +57,7 @@ impl Snapshotters {
         let mut listed = HashMap::new();
         for app in &config.apps.0 {
             let Some(app_secret) = app.app_secret.clone() else {
+                listed.insert(app.app_id.clone(), None);
                 continue;
             };
             // The single app's client settings (base, rate, timeout), with
@@ -63,18 +66,23 @@ impl Snapshotters {
             let store = match (app.kind, tickets) {
                 (AppKind::SelfBuilt, _) => None,
                 (AppKind::Store, Some(tickets)) => Some(StoreApp::new(tickets.clone())),
-                (AppKind::Store, None) => continue,
+                (AppKind::Store, None) => {
+                    listed.insert(app.app_id.clone(), None);
+                    continue;
+                }
             };
-            listed.insert(app.app_id.clone(), make(client, store)?);
+            listed.insert(app.app_id.clone(), Some(make(client, store)?));
         }
         Ok(Snapshotters { single, listed })
     }
 
-    /// The snapshotter of the app an event was sent to.
+    /// The snapshotter of the app an event was sent to: a listed app's
+    /// own (none without its secret), else the single app's.
     pub fn of_app(&self, app_id: Option<&str>) -> Option<&Snapshotter> {
-        app_id
-            .and_then(|id| self.listed.get(id))
-            .or(self.single.as_ref())
+        match app_id.and_then(|id| self.listed.get(id)) {
+            Some(listed) => listed.as_ref(),
+            None => self.single.as_ref(),
+        }
     }
 
     /// The single app's (the snapshot command, `POST /snapshot`).
@@ -83,12 +91,14 @@ impl Snapshotters {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.single.is_none() && self.listed.is_empty()
+        self.single.is_none() && self.listed.values().all(Option::is_none)
     }
 
     /// The listed apps that can be snapshotted, by App ID.
     pub fn listed(&self) -> impl Iterator<Item = (&str, &Snapshotter)> {
-        self.listed.iter().map(|(id, s)| (id.as_str(), s))
+        self.listed
+            .iter()
+            .filter_map(|(id, s)| Some((id.as_str(), s.as_ref()?)))
     }
 }
 
@@ -100,5 +110,41 @@ impl Snapshotters {
             let snapshotter = snapshotter.clone();
             tokio::spawn(async move { snapshotter.api().ask_for_missing_ticket().await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_snapshotted_as_its_own_app_or_not_at_all() {
+        let path = std::env::temp_dir().join(format!("fkb-per-app-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"apps":[{"name":"hr","app_id":"cli_hr","encrypt_key":"k","app_secret":"s"},
+                        {"name":"it","app_id":"cli_it","encrypt_key":"k2"}]}"#,
+        )
+        .unwrap();
+        let config = crate::config::validate_args(&[
+            "--apps-file",
+            path.to_str().unwrap(),
+            "--app-id",
+            "cli_single",
+            "--app-secret",
+            "single-secret",
+        ])
+        .unwrap();
+        let metrics = Metrics::new();
+        let sink = Sink::new(&config, metrics.clone()).unwrap();
+        let s = Snapshotters::new(&config, &sink, &metrics, None).unwrap();
+        let app_of = |id: Option<&str>| s.of_app(id).map(|s| s.api().app_id().to_owned());
+        assert_eq!(app_of(Some("cli_hr")).as_deref(), Some("cli_hr"));
+        // A listed app without its secret is not listed as another app.
+        assert_eq!(app_of(Some("cli_it")), None);
+        assert_eq!(app_of(Some("cli_single")).as_deref(), Some("cli_single"));
+        assert_eq!(app_of(None).as_deref(), Some("cli_single"));
+        assert_eq!(s.listed().count(), 1);
+        let _ = std::fs::remove_file(&path);
     }
 }
