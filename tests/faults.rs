@@ -226,10 +226,13 @@ async fn broker_down_under_steady_load_loses_and_duplicates_nothing() {
     bridge.wait_ready(false, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(down_at.elapsed())).await;
     cluster.broker_up(1).unwrap();
+    let up_at = std::time::Instant::now();
     bridge.wait_ready(true, Duration::from_secs(20)).await;
+    let recovered = up_at.elapsed();
     run.await.unwrap();
 
     let failed = pusher.ledger.count(|a| *a == Attempt::Status(503));
+    println!("broker down 3 s under load: ready again {recovered:?} after the broker came back");
     assert!(
         failed > 0,
         "the outage produced no 503: it did not test anything"
