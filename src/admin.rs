@@ -1,5 +1,5 @@
 //! The operator endpoints, `/healthz`, `/readyz`, `/metrics` and
-//! `POST /snapshot?chat_id=…`, served on their own listener
+//! `POST /snapshot?chat_id=…[&app=…][&tenant_key=…]`, served on their own listener
 //! (`BRIDGE_ADMIN_LISTEN`). They say why the bridge is not
 //! ready and count rejections by reason: fine for the cluster's probes and
 //! Prometheus, not for whoever can reach the callback URL.
@@ -17,14 +17,15 @@ use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::readiness::Readiness;
 use crate::record::Trigger;
-use crate::snapshot::{SnapshotError, Snapshotter};
+use crate::snapshot::{NotSnapshotted, SnapshotError, Snapshotters};
 
 pub struct Admin {
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
     pub pipeline: Pipeline,
-    /// `None` without the app's credentials: `POST /snapshot` answers 503.
-    pub snapshotter: Option<Snapshotter>,
+    /// Every app's with OpenAPI credentials: `POST /snapshot` answers 503
+    /// for an app without them.
+    pub snapshotters: Snapshotters,
 }
 
 pub fn router(admin: Arc<Admin>) -> Router {
@@ -77,6 +78,10 @@ async fn metrics(State(s): State<Arc<Admin>>) -> Response {
 #[derive(Deserialize)]
 struct SnapshotQuery {
     chat_id: Option<String>,
+    /// A listed app's name (`BRIDGE_APPS_FILE`); the single app without it.
+    app: Option<String>,
+    /// The tenant the chat is in: required for a store app.
+    tenant_key: Option<String>,
 }
 
 /// Lists the chat's members and publishes its snapshot; answers when the
@@ -85,17 +90,42 @@ async fn snapshot(State(s): State<Arc<Admin>>, Query(q): Query<SnapshotQuery>) -
     let error = |status: StatusCode, message: String| {
         (status, Json(serde_json::json!({ "error": message }))).into_response()
     };
-    let Some(snapshotter) = &s.snapshotter else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "snapshots need the app's credentials: set FEISHU_APP_ID and FEISHU_APP_SECRET".into(),
-        );
-    };
     let Some(chat_id) = q.chat_id.filter(|c| !c.trim().is_empty()) else {
         return error(StatusCode::BAD_REQUEST, "chat_id is required".into());
     };
+    let app = q.app.as_deref().map(str::trim).filter(|a| !a.is_empty());
+    let snapshotter = match app {
+        None => s.snapshotters.single().ok_or_else(|| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "snapshots need the app's credentials: set FEISHU_APP_ID and FEISHU_APP_SECRET (or name a listed app with app=)".into(),
+            )
+        }),
+        Some(name) => s.snapshotters.named(name).map_err(|e| {
+            let status = match e {
+                NotSnapshotted::Unknown(_) => StatusCode::NOT_FOUND,
+                NotSnapshotted::NoSecret(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            error(status, e.to_string())
+        }),
+    };
+    let snapshotter = match snapshotter {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let tenant_key = q
+        .tenant_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if snapshotter.api().is_store() && tenant_key.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "tenant_key is required for a store app's chat (its tokens are per tenant)".into(),
+        );
+    }
     match snapshotter
-        .chat(chat_id.trim(), None, None, Trigger::Admin)
+        .chat(chat_id.trim(), None, tenant_key, Trigger::Admin)
         .await
     {
         Ok(p) => Json(serde_json::json!({

@@ -71,7 +71,7 @@ pub fn callbacks(config: &Config, pipeline: &Pipeline, metrics: &Metrics) -> Cal
     }
 
     let base = config.event_path.trim_end_matches('/');
-    for app in &config.apps.0 {
+    for app in config.apps.callbacks() {
         let verifier = Arc::new(SharedVerifier::new(reload::verifier(&app.secrets, window)));
         if let (Some(period), Some(file)) = (period, config.apps_file.clone()) {
             let name = app.name.clone();

@@ -46,7 +46,6 @@ use crate::admin::Admin;
 use crate::config::{Config, IngressMode};
 use crate::dedup::Dedup;
 use crate::follower::Follower;
-use crate::longconn::LongConnection;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::readiness::Readiness;
@@ -113,14 +112,13 @@ pub async fn run(
         false => info!("snapshots on bot.added off (BRIDGE_SNAPSHOTS=off); POST /snapshot on the admin port still works"),
         true => info!("snapshots off: set FEISHU_APP_ID and FEISHU_APP_SECRET (or FEISHU_APP_SECRET_FILE), or a listed app's app_secret, to list a chat's members when the bot is added to it"),
     }
-    let snapshotter = snapshotters.single().cloned();
 
     let mut callbacks = callbacks::callbacks(&config, &pipeline, &metrics);
     let admin = Arc::new(Admin {
         readiness: readiness.clone(),
         metrics: metrics.clone(),
         pipeline: pipeline.clone(),
-        snapshotter,
+        snapshotters: snapshotters.clone(),
     });
 
     let stopping = Arc::new(Notify::new());
@@ -188,22 +186,7 @@ pub async fn run(
             None
         }
     };
-    let long_connection = config.long_connection.clone().map(|lc| {
-        info!(domain = %lc.domain, app_id = %lc.app_id, "starting the long connection");
-        metrics.long_connection.enabled.set(1);
-        tokio::spawn(
-            LongConnection {
-                config: lc,
-                pipeline: pipeline.clone(),
-                metrics: metrics.clone(),
-                readiness: readiness.clone(),
-                publish_deadline: config.publish_deadline,
-                body_limit: config.body_limit_bytes,
-                drain_timeout: config.drain_timeout,
-            }
-            .run(stop_rx),
-        )
-    });
+    let long_connections = longconn::start(&config, &pipeline, &metrics, &readiness, &stop_rx);
 
     let limits = server::Limits {
         name: "callback",
@@ -239,8 +222,8 @@ pub async fn run(
         }
         None => shutdown.await,
     }
-    // The long connection drained concurrently with the HTTP server.
-    if let Some(task) = long_connection {
+    // The long connections drained concurrently with the HTTP server.
+    for task in long_connections {
         let _ = task.await;
     }
     readiness.set_kafka(Err("the bridge is shutting down".into()));

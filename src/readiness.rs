@@ -5,8 +5,11 @@
 //! at its budget) and, when the long connection is the only ingress, the
 //! connection to Feishu is up. (With both ingresses the webhook can take
 //! events while the long connection reconnects, so it does not count.)
+//! A listed app's own long connection is a note, not a condition: the pod
+//! keeps serving every other app's events while that one reconnects.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -25,6 +28,8 @@ pub struct Readiness {
     /// Store apps' tickets: one missing is said, not a reason to be unready
     /// (events keep publishing; only that app's OpenAPI calls wait).
     tickets: Mutex<Option<Tickets>>,
+    /// Listed apps' long connections, by app name: whether each is up.
+    listed_connections: Mutex<BTreeMap<String, bool>>,
 }
 
 impl Readiness {
@@ -35,6 +40,7 @@ impl Readiness {
             require_long_connection,
             dedup,
             tickets: Mutex::new(None),
+            listed_connections: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -43,17 +49,29 @@ impl Readiness {
     }
 
     /// What `/readyz` adds to a ready answer: the store apps waiting for
-    /// their app_ticket.
+    /// their app_ticket, and the listed apps whose long connection is down.
     pub fn notes(&self) -> Vec<String> {
-        let tickets = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tickets) = tickets.as_ref() else {
-            return Vec::new();
-        };
-        tickets
-            .waiting()
-            .into_iter()
-            .map(|app| format!("store app {app} is waiting for its app_ticket: its snapshots wait, its events publish"))
-            .collect()
+        let mut notes = Vec::new();
+        if let Some(tickets) = self
+            .tickets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            notes.extend(tickets.waiting().into_iter().map(|app| {
+                format!("store app {app} is waiting for its app_ticket: its snapshots wait, its events publish")
+            }));
+        }
+        let connections = self
+            .listed_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        notes.extend(connections.iter().filter(|(_, up)| !**up).map(|(app, _)| {
+            format!(
+                "the long connection of app {app} is not established: its events wait at Feishu"
+            )
+        }));
+        notes
     }
 
     /// Kafka's state: `Ok`, or why records cannot be written.
@@ -63,6 +81,14 @@ impl Readiness {
 
     pub fn set_long_connection(&self, up: bool) {
         self.long_connection.store(up, Ordering::Relaxed);
+    }
+
+    /// A listed app's own long connection: up or not (down until first said).
+    pub fn set_listed_long_connection(&self, app: &str, up: bool) {
+        self.listed_connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(app.to_owned(), up);
     }
 
     /// `None` when ready, else why not (served by `/readyz`).

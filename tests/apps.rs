@@ -10,6 +10,8 @@
 #[path = "examples/membership/chat_members.rs"]
 mod chat_members;
 mod common;
+#[path = "common/ws_stand_in.rs"]
+mod ws_stand_in;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -294,6 +296,137 @@ async fn each_listed_app_is_verified_on_its_own_path_with_its_own_keys() {
         .unwrap();
     hr_only.apply(&hr_record.value).unwrap();
     assert!(hr_only.apply(&shop_record.value).is_err());
+}
+
+/// Self-built apps of the list that dial long connections of their own:
+/// each connects with its own App ID and secret, its events carry its
+/// app_id and are deduplicated within it, it has no callback path, and one
+/// whose secret Feishu refuses is said by readiness and its gauge without
+/// making the pod unready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_apps_dial_long_connections_of_their_own() {
+    let broker = Broker::shared();
+    let (topic, _) = topics(broker, "apps_lc");
+    let feishu = ws_stand_in::StandIn::start_apps(
+        ws_stand_in::Options::default(),
+        &[
+            ("cli_lc_hr", "lc-hr-secret"),
+            ("cli_lc_it", "lc-it-secret"),
+            ("cli_lc_ops", "lc-ops-secret"),
+        ],
+    )
+    .await;
+    let (hr, it, ops) = (&feishu[0], &feishu[1], &feishu[2]);
+    let file = ListFile::new(
+        &json!({"apps": [
+            {"name": "hr", "app_id": "cli_lc_hr", "ingress": "long_connection", "app_secret": "lc-hr-secret"},
+            {"name": "it", "app_id": "cli_lc_it", "ingress": "long_connection", "app_secret": "lc-it-secret"},
+            {"name": "ops", "app_id": "cli_lc_ops", "ingress": "long_connection", "app_secret": "not-the-ops-secret"},
+            {"name": "web", "app_id": "cli_web", "encrypt_key": SHOP_KEY, "verification_token": SHOP_TOKEN},
+        ]})
+        .to_string(),
+    );
+    let bridge = Bridge::spawn_with_env(&[
+        ("BRIDGE_LISTEN", "127.0.0.1:0"),
+        ("BRIDGE_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("KAFKA_BROKERS", &broker.bootstrap),
+        ("KAFKA_TOPIC", &topic),
+        ("BRIDGE_APPS_FILE", file.path()),
+        ("FEISHU_DOMAIN", &hr.base_url),
+        ("BRIDGE_LOG_FORMAT", "json"),
+        ("BRIDGE_READINESS_INTERVAL_MS", "300"),
+    ]);
+    bridge.wait_ready(Duration::from_secs(30));
+    for app in [hr, it] {
+        app.wait(Duration::from_secs(15), "the app's connection", |s| {
+            s.connections == 1
+        })
+        .await;
+    }
+
+    // The same event_id in two apps is two events; again in one app, one.
+    let lc_event = |id: &str, app_id: &str| {
+        let mut v = withdrawal(id, "oc_apps_lc");
+        v["header"]["app_id"] = app_id.into();
+        serde_json::to_vec(&v).unwrap()
+    };
+    let mut acked = hr.push(&[(lc_event("apps-lc-1", "cli_lc_hr"), 1)], false);
+    acked.extend(hr.push(&[(lc_event("apps-lc-2", "cli_lc_hr"), 3)], false));
+    hr.wait_acked(&acked, Duration::from_secs(15)).await;
+    let again = hr.push(&[(lc_event("apps-lc-1", "cli_lc_hr"), 1)], false);
+    hr.wait_acked(&again, Duration::from_secs(15)).await;
+    let on_it = it.push(&[(lc_event("apps-lc-1", "cli_lc_it"), 1)], false);
+    it.wait_acked(&on_it, Duration::from_secs(15)).await;
+
+    let (b, t) = (broker.bootstrap.clone(), topic.clone());
+    let records = tokio::task::spawn_blocking(move || read_topic(&b, &t, 3, SETTLE))
+        .await
+        .unwrap();
+    let mut seen: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                r.value["app_id"].as_str(),
+                Some(r.headers["app_id"].as_str())
+            );
+            (
+                r.headers["app_id"].clone(),
+                r.value["event_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want = [
+        ("cli_lc_hr", "apps-lc-1"),
+        ("cli_lc_hr", "apps-lc-2"),
+        ("cli_lc_it", "apps-lc-1"),
+    ];
+    assert_eq!(
+        seen,
+        want.map(|(a, e)| (a.to_owned(), e.to_owned())),
+        "records: {records:?}"
+    );
+
+    // No callback path for an app that dials: its events are not taken
+    // from anyone who posts them.
+    let posted = reqwest::Client::new()
+        .post(bridge.url("/webhook/event/hr"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 404);
+
+    // Feishu refuses ops' secret: the pod stays ready and says so.
+    ops.wait(Duration::from_secs(10), "ops' discovery", |s| {
+        s.endpoint_calls >= 1
+    })
+    .await;
+    assert_eq!(ops.state().connections, 0);
+    let m = bridge.metrics().await;
+    for (app, up) in [("hr", 1.0), ("it", 1.0), ("ops", 0.0)] {
+        let series = format!("feishu_bridge_long_connection_app_connected{{app=\"{app}\"}}");
+        assert!(m.contains(&series), "{series} missing");
+        assert_eq!(metric(&m, &series), up, "{series}");
+    }
+    assert_eq!(metric(&m, "feishu_bridge_long_connection_enabled"), 0.0);
+    let readyz = reqwest::get(bridge.admin_url("/readyz")).await.unwrap();
+    assert_eq!(readyz.status().as_u16(), 200);
+    let body = readyz.text().await.unwrap();
+    assert!(
+        body.contains("note: the long connection of app ops is not established"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("app hr") && !body.contains("app it"),
+        "{body}"
+    );
+    let logs = bridge.log_text();
+    assert!(
+        logs.contains("long connection refused by Feishu") && logs.contains(r#""app":"ops""#),
+        "the refusal is logged with the app's name: {logs}"
+    );
+    assert!(!logs.contains("lc-hr-secret") && !logs.contains("not-the-ops-secret"));
 }
 
 #[test]

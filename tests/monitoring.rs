@@ -158,6 +158,15 @@ async fn prometheus_scrapes_every_metric_the_dashboard_and_alerts_use() {
     // the dashboard and the rules use exist too.
     let openapi = common::openapi_stand_in::OpenApiStandIn::start();
     openapi.add_chat("oc_p", 3);
+    // And a listed app on a long connection of its own, for its gauge (the
+    // stand-in has no long-connection endpoint: it stays down, labelled).
+    let apps = std::env::temp_dir().join(format!("fkb-prom-apps-{}.json", std::process::id()));
+    std::fs::write(
+        &apps,
+        json!({"apps": [{"name": "it", "app_id": "cli_prom_it", "ingress": "long_connection", "app_secret": "prom-it-secret"}]})
+            .to_string(),
+    )
+    .unwrap();
     let bridge = Bridge::start(
         &broker.bootstrap,
         &topic,
@@ -165,6 +174,7 @@ async fn prometheus_scrapes_every_metric_the_dashboard_and_alerts_use() {
             ("FEISHU_APP_ID", common::openapi_stand_in::APP_ID),
             ("FEISHU_APP_SECRET", common::openapi_stand_in::APP_SECRET),
             ("FEISHU_DOMAIN", &openapi.url),
+            ("BRIDGE_APPS_FILE", apps.to_str().unwrap()),
         ],
     );
     let snapshot = reqwest::Client::new()
@@ -263,4 +273,5 @@ async fn prometheus_scrapes_every_metric_the_dashboard_and_alerts_use() {
     )
     .await;
     assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
+    let _ = std::fs::remove_file(&apps);
 }

@@ -439,4 +439,48 @@ async fn a_ticket_pushed_to_one_replica_serves_the_others_snapshots_in_each_tena
         .collect();
     tenants.sort();
     assert_eq!(tenants, ["tenant_x", "tenant_y"]);
+
+    // By hand, on the admin port of a replica started now (it learns the
+    // ticket from the internal topic): a listed app by name, a store app in
+    // the tenant named; each case that cannot work says why.
+    let three = Bridge::spawn_with_env(&env);
+    three.wait_ready(Duration::from_secs(30));
+    let post = |query: &str| {
+        let url = three.admin_url(&format!("/snapshot?{query}"));
+        async move {
+            let r = reqwest::Client::new().post(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post("chat_id=oc_store_y&app=shop&tenant_key=tenant_y").await;
+    assert_eq!((status, body["members"].as_u64()), (200, Some(2)), "{body}");
+    for (query, want, says) in [
+        ("chat_id=oc_store_y&app=shop", 400, "tenant_key is required"),
+        ("chat_id=oc_store_y&app=nope", 404, "no app named nope"),
+        ("chat_id=oc_store_y&app=hr", 503, "app hr has no app_secret"),
+        ("chat_id=oc_store_y", 503, "FEISHU_APP_ID"),
+    ] {
+        let (status, body) = post(query).await;
+        assert_eq!(status, want, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap_or_default().contains(says),
+            "{query}: {body}"
+        );
+    }
+    let read = read_topic(&broker.bootstrap, &topic, 9, SETTLE);
+    let by_hand: Vec<&Value> = read
+        .iter()
+        .map(|r| &r.value)
+        .filter(|v| v["trigger"] == "admin")
+        .collect();
+    assert_eq!(by_hand.len(), 1, "{read:?}");
+    assert_eq!(
+        (
+            by_hand[0]["chat_id"].as_str(),
+            by_hand[0]["tenant_key"].as_str(),
+            by_hand[0]["app_id"].as_str()
+        ),
+        (Some("oc_store_y"), Some("tenant_y"), Some(SHOP_ID))
+    );
 }

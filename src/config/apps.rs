@@ -8,11 +8,14 @@
 //! {"apps": [
 //!   {"name": "hr", "app_id": "cli_a1", "encrypt_key": "…", "verification_token": "…"},
 //!   {"name": "shop", "app_id": "cli_b2", "kind": "store", "encrypt_key": "…",
-//!    "verification_token": "…", "encrypt_key_previous": "…"}
+//!    "verification_token": "…", "encrypt_key_previous": "…"},
+//!   {"name": "it", "app_id": "cli_c3", "ingress": "long_connection", "app_secret": "…"}
 //! ]}
 //! ```
 //!
-//! The single-app settings (`FEISHU_ENCRYPT_KEY`, …) keep serving
+//! A self-built app may instead dial a long connection of its own
+//! (`"ingress": "long_connection"`, with its `app_secret`): it then has no
+//! path. The single-app settings (`FEISHU_ENCRYPT_KEY`, …) keep serving
 //! `BRIDGE_EVENT_PATH` itself, with or without a list.
 
 use std::collections::HashSet;
@@ -75,6 +78,9 @@ pub struct App {
     pub name: String,
     pub app_id: String,
     pub kind: AppKind,
+    /// Callbacks on its own path, or a long connection it dials itself
+    /// (then it has no path, and its webhook secrets are unused).
+    pub ingress: AppIngress,
     pub secrets: WebhookSecrets,
     /// For the OpenAPI: with it, the app's chats are snapshotted (a store
     /// app's tokens also need its `app_ticket`).
@@ -144,12 +150,6 @@ impl Apps {
                     format!("{at}: a store app cannot use the long connection (Feishu offers it to self-built apps only)"),
                 ));
             }
-            if e.ingress == AppIngress::LongConnection {
-                return Err(invalid(
-                    SETTING,
-                    format!("{at}: the long connection is not available for listed apps yet; use the single-app settings (BRIDGE_INGRESS=long-connection) for it"),
-                ));
-            }
             let secret = |v: Option<String>, field: &str, required: bool| match v {
                 Some(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
                 Some(_) if required => Err(invalid(
@@ -168,7 +168,18 @@ impl Apps {
                 "verification_token_previous",
                 false,
             )?;
-            if encrypt_key.is_none() && verification_token.is_none() {
+            if e.ingress == AppIngress::LongConnection && app_secret.is_none() {
+                return Err(invalid(
+                    SETTING,
+                    format!("{at}: the long connection needs app_secret (it dials Feishu with the App ID and secret)"),
+                ));
+            }
+            // A long connection is authenticated by the app's own dial; its
+            // events carry no signature and are not encrypted.
+            if e.ingress == AppIngress::Callback
+                && encrypt_key.is_none()
+                && verification_token.is_none()
+            {
                 return Err(invalid(
                     SETTING,
                     format!("{at}: neither encrypt_key nor verification_token is set: its callbacks could not be told from anyone's"),
@@ -193,6 +204,7 @@ impl Apps {
                 name: e.name,
                 app_id,
                 kind: e.kind,
+                ingress: e.ingress,
                 secrets: WebhookSecrets {
                     encrypt_key,
                     verification_token,
@@ -206,17 +218,35 @@ impl Apps {
     }
 }
 
-/// The listed apps (`BRIDGE_APPS_FILE`); empty without a list. They take
-/// callbacks, so a list needs the webhook ingress.
+impl Apps {
+    /// The apps whose events arrive on callback paths.
+    pub fn callbacks(&self) -> impl Iterator<Item = &App> {
+        self.0.iter().filter(|a| a.ingress == AppIngress::Callback)
+    }
+
+    /// The apps that dial a long connection of their own.
+    pub fn long_connections(&self) -> impl Iterator<Item = &App> {
+        self.0
+            .iter()
+            .filter(|a| a.ingress == AppIngress::LongConnection)
+    }
+}
+
+/// The listed apps (`BRIDGE_APPS_FILE`); empty without a list. An app that
+/// takes callbacks needs the webhook ingress (`BRIDGE_INGRESS`, which is
+/// about the callback port; a listed app's long connection is its own).
 pub fn from_args(args: &FeishuArgs) -> Result<Apps, ConfigError> {
     let Some(path) = &args.apps_file else {
         return Ok(Apps::default());
     };
     let apps = Apps::read(path)?;
-    if !apps.0.is_empty() && !args.ingress.webhook() {
+    if let Some(app) = apps.callbacks().next().filter(|_| !args.ingress.webhook()) {
         return Err(invalid(
             SETTING,
-            "lists apps whose callbacks need BRIDGE_INGRESS=webhook or both",
+            format!(
+                "lists {} whose callbacks need BRIDGE_INGRESS=webhook or both",
+                app.name
+            ),
         ));
     }
     Ok(apps)
@@ -252,6 +282,21 @@ mod tests {
             apps.0[1].secrets.verification_token_previous,
             Some(Secret::new("t1"))
         );
+        assert_eq!(apps.callbacks().count(), 2);
+    }
+
+    #[test]
+    fn a_self_built_app_may_dial_its_own_long_connection_without_webhook_keys() {
+        let apps = Apps::parse(
+            r#"{"apps":[{"name":"hr","app_id":"cli_1","encrypt_key":"k"},
+            {"name":"it","app_id":"cli_2","ingress":"long_connection","app_secret":"s"}]}"#,
+        )
+        .unwrap();
+        let names =
+            |it: &mut dyn Iterator<Item = &App>| it.map(|a| a.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&mut apps.callbacks()), ["hr"]);
+        assert_eq!(names(&mut apps.long_connections()), ["it"]);
+        assert_eq!(apps.0[1].secrets, WebhookSecrets::default());
     }
 
     #[test]
@@ -292,6 +337,11 @@ mod tests {
         let e = err(r#"{"apps":[{"name":"a","app_id":"c"}]}"#);
         assert!(
             e.contains("neither encrypt_key nor verification_token"),
+            "{e}"
+        );
+        let e = err(r#"{"apps":[{"name":"a","app_id":"c","ingress":"long_connection"}]}"#);
+        assert!(
+            e.contains("apps[0] (a): the long connection needs app_secret"),
             "{e}"
         );
         let e = err(r#"{"apps":[{"name":"a","app_id":"c","encrypt_key":"secret-k","colour":1}]}"#);

@@ -151,6 +151,15 @@ pub struct LongConnectionConfig {
     pub connect_timeout: Duration,
 }
 
+/// A listed app's long connection (`"ingress": "long_connection"` in
+/// `BRIDGE_APPS_FILE`).
+#[derive(Debug, Clone)]
+pub struct ListedLongConnection {
+    /// The app's name in the list: its label in logs, metrics and readiness.
+    pub name: String,
+    pub config: LongConnectionConfig,
+}
+
 /// The callback's secrets: the encrypt key and the verification token, each
 /// with the value being rotated out, if any (only next to a current one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -298,16 +307,26 @@ impl FeishuArgs {
                 "is required with BRIDGE_INGRESS=long-connection or both (or FEISHU_APP_SECRET_FILE)",
             )
         })?;
+        self.long_connection_of(app_id, app_secret).map(Some)
+    }
+
+    /// A long connection for this app: the domain and timeouts are the
+    /// process's (the single app's and every listed app's alike).
+    pub fn long_connection_of(
+        &self,
+        app_id: String,
+        app_secret: Secret,
+    ) -> Result<LongConnectionConfig, ConfigError> {
         let domain = self.base_url()?;
         positive("FEISHU_PONG_TIMEOUT_MS", self.pong_timeout_ms)?;
         positive("FEISHU_CONNECT_TIMEOUT_MS", self.connect_timeout_ms)?;
-        Ok(Some(LongConnectionConfig {
+        Ok(LongConnectionConfig {
             app_id,
             app_secret,
             domain,
             pong_timeout: Duration::from_millis(self.pong_timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
-        }))
+        })
     }
 
     /// The open platform's base URL (`FEISHU_DOMAIN`), without a trailing slash.

@@ -26,8 +26,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use crate::secret::Secret;
 pub use dedup::DedupArgs;
 pub use feishu::{
-    FeishuArgs, IngressMode, LongConnectionConfig, WebhookSecretSources, WebhookSecrets,
-    FEISHU_DOMAIN, LARK_DOMAIN,
+    FeishuArgs, IngressMode, ListedLongConnection, LongConnectionConfig, WebhookSecretSources,
+    WebhookSecrets, FEISHU_DOMAIN, LARK_DOMAIN,
 };
 pub use kafka::KafkaArgs;
 pub use openapi::{OpenApiArgs, OpenApiSettings, SnapshotMode};
@@ -139,6 +139,8 @@ pub struct Config {
     pub ingress: IngressMode,
     /// Present exactly when `ingress` includes the long connection.
     pub long_connection: Option<LongConnectionConfig>,
+    /// The listed apps' own long connections, whatever `ingress` says.
+    pub listed_long_connections: Vec<ListedLongConnection>,
     pub event_path: String,
     pub encrypt_key: Option<Secret>,
     pub verification_token: Option<Secret>,
@@ -202,6 +204,22 @@ impl Settings {
         let kafka = self.kafka.validate()?;
         let routing = self.routing.validate(&kafka)?;
         let long_connection = self.feishu.long_connection()?;
+        let listed_long_connections = apps
+            .long_connections()
+            .map(|app| {
+                // The list's checks made sure it is there.
+                let secret = app.app_secret.clone().ok_or_else(|| {
+                    invalid(
+                        apps::SETTING,
+                        format!("{}: the long connection needs app_secret", app.name),
+                    )
+                })?;
+                Ok(ListedLongConnection {
+                    name: app.name.clone(),
+                    config: self.feishu.long_connection_of(app.app_id.clone(), secret)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         let mut openapi = self.openapi.validate(&self.feishu)?;
         // A listed app with its app_secret is snapshotted as the single app is.
         openapi.on_bot_added |= self.openapi.snapshots != SnapshotMode::Off
@@ -224,6 +242,7 @@ impl Settings {
             admin_listen: server.admin_listen,
             ingress,
             long_connection,
+            listed_long_connections,
             event_path: server.event_path.clone(),
             encrypt_key: secrets.encrypt_key,
             verification_token: secrets.verification_token,
@@ -363,6 +382,65 @@ mod tests {
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
         }
+    }
+
+    #[test]
+    fn a_listed_app_on_its_own_long_connection_gets_the_processs_domain_and_timeouts() {
+        let path = std::env::temp_dir().join(format!("fkb-config-lc-{}.json", std::process::id()));
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        let file = path.to_str().unwrap();
+        write(
+            r#"{"apps":[{"name":"it","app_id":"cli_it","ingress":"long_connection","app_secret":"s"}]}"#,
+        );
+        let cfg = validate_args(&[
+            "--apps-file",
+            file,
+            "--domain",
+            "lark",
+            "--pong-timeout-ms",
+            "3000",
+        ])
+        .unwrap();
+        assert!(cfg.long_connection.is_none(), "the single app's stays off");
+        let [listed] = &cfg.listed_long_connections[..] else {
+            panic!("{:?}", cfg.listed_long_connections)
+        };
+        assert_eq!(
+            (
+                listed.name.as_str(),
+                listed.config.app_id.as_str(),
+                listed.config.domain.as_str()
+            ),
+            ("it", "cli_it", LARK_DOMAIN)
+        );
+        assert_eq!(listed.config.pong_timeout, Duration::from_secs(3));
+        // A list of long connections only runs beside the single app's own.
+        let single_lc = [
+            "--ingress",
+            "long-connection",
+            "--app-id",
+            "cli_1",
+            "--app-secret",
+            "x",
+        ];
+        let lc_only = [&["--apps-file", file][..], &single_lc[..]].concat();
+        assert_eq!(
+            validate_args(&lc_only)
+                .unwrap()
+                .listed_long_connections
+                .len(),
+            1
+        );
+        // A callback app needs the callback port.
+        write(r#"{"apps":[{"name":"hr","app_id":"cli_hr","encrypt_key":"k"}]}"#);
+        let err = validate_args(&lc_only).unwrap_err();
+        assert_eq!(err.setting, "BRIDGE_APPS_FILE");
+        assert!(
+            err.reason
+                .contains("lists hr whose callbacks need BRIDGE_INGRESS=webhook"),
+            "{err}"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

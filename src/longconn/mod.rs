@@ -33,9 +33,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use crate::config::LongConnectionConfig;
+use crate::config::{Config, LongConnectionConfig};
 use crate::metrics::{reconnect, Ingress, Metrics};
 use crate::order::{ChatLines, Turn};
 use crate::pipeline::{self, Answer, Pipeline};
@@ -127,12 +127,62 @@ impl ClientConfig {
 /// Everything the long connection needs from the rest of the service.
 pub struct LongConnection {
     pub config: LongConnectionConfig,
+    /// A listed app's name (`BRIDGE_APPS_FILE`); `None` for the single app's.
+    pub app: Option<String>,
     pub pipeline: Pipeline,
     pub metrics: Metrics,
     pub readiness: Arc<Readiness>,
     pub publish_deadline: Duration,
     pub body_limit: usize,
     pub drain_timeout: Duration,
+}
+
+/// Starts every long connection the configuration asks for: the single
+/// app's (`BRIDGE_INGRESS`) and each listed app's own. Each ends when
+/// `shutdown` turns true, after draining its in-flight events.
+pub fn start(
+    config: &Config,
+    pipeline: &Pipeline,
+    metrics: &Metrics,
+    readiness: &Arc<Readiness>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let single = config.long_connection.clone().map(|lc| (None, lc));
+    let listed = config
+        .listed_long_connections
+        .iter()
+        .map(|l| (Some(l.name.clone()), l.config.clone()));
+    single
+        .into_iter()
+        .chain(listed)
+        .map(|(app, lc)| {
+            match &app {
+                None => {
+                    info!(domain = %lc.domain, app_id = %lc.app_id, "starting the long connection");
+                    metrics.long_connection.enabled.set(1);
+                }
+                Some(name) => {
+                    info!(domain = %lc.domain, app = %name, app_id = %lc.app_id, "starting a listed app's long connection");
+                    // Down until it connects: said by readiness and the gauge from now on.
+                    readiness.set_listed_long_connection(name, false);
+                    metrics.long_connection.app_connected.with_label_values(&[name]).set(0);
+                }
+            }
+            tokio::spawn(
+                LongConnection {
+                    config: lc,
+                    app,
+                    pipeline: pipeline.clone(),
+                    metrics: metrics.clone(),
+                    readiness: readiness.clone(),
+                    publish_deadline: config.publish_deadline,
+                    body_limit: config.body_limit_bytes,
+                    drain_timeout: config.drain_timeout,
+                }
+                .run(shutdown.clone()),
+            )
+        })
+        .collect()
 }
 
 enum SessionEnd {
@@ -148,7 +198,19 @@ impl LongConnection {
     /// refuses for good (the error is logged; the task ends, the rest of the
     /// service keeps running, and readiness stays false in
     /// long-connection-only mode).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        match self.app.clone() {
+            // Every line it logs names the app.
+            Some(app) => {
+                self.serve(shutdown)
+                    .instrument(info_span!("long_connection", app = %app))
+                    .await
+            }
+            None => self.serve(shutdown).await,
+        }
+    }
+
+    async fn serve(self, mut shutdown: watch::Receiver<bool>) {
         let http = match reqwest::Client::builder()
             .timeout(self.config.connect_timeout)
             .build()
@@ -249,7 +311,7 @@ impl LongConnection {
                     error!(
                         ingress = VIA.as_str(),
                         reason = %why,
-                        "long connection refused by Feishu; not retrying (check FEISHU_APP_ID/FEISHU_APP_SECRET, the app's long-connection setting and its connection count), then restart"
+                        "long connection refused by Feishu; not retrying (check the App ID and secret: FEISHU_APP_ID/FEISHU_APP_SECRET, or the app's entry in BRIDGE_APPS_FILE; the app's long-connection setting and its connection count), then restart"
                     );
                     return;
                 }
@@ -267,8 +329,20 @@ impl LongConnection {
     }
 
     fn set_connected(&self, up: bool) {
-        self.readiness.set_long_connection(up);
-        self.metrics.long_connection.connected.set(up as i64);
+        match &self.app {
+            None => {
+                self.readiness.set_long_connection(up);
+                self.metrics.long_connection.connected.set(up as i64);
+            }
+            Some(app) => {
+                self.readiness.set_listed_long_connection(app, up);
+                self.metrics
+                    .long_connection
+                    .app_connected
+                    .with_label_values(&[app])
+                    .set(up as i64);
+            }
+        }
         self.metrics.ready.set(self.readiness.is_ready() as i64);
     }
 

@@ -173,6 +173,8 @@ impl SecretMatchedMetrics {
 pub struct LongConnectionMetrics {
     pub enabled: IntGauge,
     pub connected: IntGauge,
+    /// Listed apps' own connections, by app name.
+    pub app_connected: IntGaugeVec,
     pub reconnects: IntCounterVec,
     pub frames: IntCounterVec,
     pub fragments_dropped: IntCounterVec,
@@ -290,6 +292,14 @@ impl Metrics {
                 "1 while the long connection to Feishu is established",
             )
             .expect("metric"),
+            app_connected: IntGaugeVec::new(
+                Opts::new(
+                    "long_connection_app_connected",
+                    "1 while a listed app's own long connection (BRIDGE_APPS_FILE) is established",
+                ),
+                &["app"],
+            )
+            .expect("metric"),
             reconnects: IntCounterVec::new(
                 Opts::new(
                     "long_connection_reconnects_total",
@@ -344,6 +354,7 @@ impl Metrics {
             Box::new(build_info.clone()),
             Box::new(long_connection.enabled.clone()),
             Box::new(long_connection.connected.clone()),
+            Box::new(long_connection.app_connected.clone()),
             Box::new(long_connection.reconnects.clone()),
             Box::new(long_connection.frames.clone()),
             Box::new(long_connection.fragments_dropped.clone()),

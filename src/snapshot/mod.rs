@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 pub use metrics::SnapshotMetrics;
-pub use per_app::Snapshotters;
+pub use per_app::{NotSnapshotted, Snapshotters};
 
 use crate::cloudevents;
 use crate::destination::Destination;

@@ -22,6 +22,17 @@ pub struct Snapshotters {
     /// `app_secret` (its chats are not snapshotted, least of all as
     /// another app).
     listed: HashMap<String, Option<Snapshotter>>,
+    /// The listed apps' App IDs by their names in the list.
+    names: HashMap<String, String>,
+}
+
+/// Why a listed app's name has no snapshotter.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotSnapshotted {
+    #[error("no app named {0} is listed in BRIDGE_APPS_FILE")]
+    Unknown(String),
+    #[error("app {0} has no app_secret in BRIDGE_APPS_FILE: its chats cannot be listed")]
+    NoSecret(String),
 }
 
 impl Snapshotters {
@@ -55,6 +66,12 @@ impl Snapshotters {
             None => None,
         };
         let mut listed = HashMap::new();
+        let names = config
+            .apps
+            .0
+            .iter()
+            .map(|a| (a.name.clone(), a.app_id.clone()))
+            .collect();
         for app in &config.apps.0 {
             let Some(app_secret) = app.app_secret.clone() else {
                 listed.insert(app.app_id.clone(), None);
@@ -73,7 +90,11 @@ impl Snapshotters {
             };
             listed.insert(app.app_id.clone(), Some(make(client, store)?));
         }
-        Ok(Snapshotters { single, listed })
+        Ok(Snapshotters {
+            single,
+            listed,
+            names,
+        })
     }
 
     /// The snapshotter of the app an event was sent to: a listed app's
@@ -83,6 +104,18 @@ impl Snapshotters {
             Some(listed) => listed.as_ref(),
             None => self.single.as_ref(),
         }
+    }
+
+    /// A listed app's, by its name in the list (`POST /snapshot?app=`).
+    pub fn named(&self, name: &str) -> Result<&Snapshotter, NotSnapshotted> {
+        let id = self
+            .names
+            .get(name)
+            .ok_or_else(|| NotSnapshotted::Unknown(name.to_owned()))?;
+        self.listed
+            .get(id)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| NotSnapshotted::NoSecret(name.to_owned()))
     }
 
     /// The single app's (the snapshot command, `POST /snapshot`).
@@ -145,6 +178,15 @@ mod tests {
         assert_eq!(app_of(Some("cli_single")).as_deref(), Some("cli_single"));
         assert_eq!(app_of(None).as_deref(), Some("cli_single"));
         assert_eq!(s.listed().count(), 1);
+        assert_eq!(s.named("hr").map(|s| s.api().app_id()), Ok("cli_hr"));
+        assert_eq!(
+            s.named("it").err(),
+            Some(NotSnapshotted::NoSecret("it".into()))
+        );
+        assert_eq!(
+            s.named("ops").err(),
+            Some(NotSnapshotted::Unknown("ops".into()))
+        );
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -112,6 +112,10 @@ pub struct State {
 #[derive(Clone)]
 pub struct StandIn {
     pub base_url: String,
+    /// The app this stand-in's connections are for (endpoint discovery
+    /// checks its ID and secret).
+    pub app_id: String,
+    app_secret: String,
     ws_addr: SocketAddr,
     options: Options,
     state: Arc<Mutex<State>>,
@@ -119,30 +123,45 @@ pub struct StandIn {
 
 impl StandIn {
     pub async fn start(options: Options) -> StandIn {
+        let mut one = StandIn::start_apps(options, &[(APP_ID, APP_SECRET)]).await;
+        one.remove(0)
+    }
+
+    /// One open platform for several apps: endpoint discovery on one base
+    /// URL answers each app (by its AppID and AppSecret) with a WebSocket of
+    /// its own, whose state is the returned stand-in of that app.
+    pub async fn start_apps(options: Options, apps: &[(&str, &str)]) -> Vec<StandIn> {
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let me = StandIn {
-            base_url: format!("http://{}", http.local_addr().unwrap()),
-            ws_addr: ws.local_addr().unwrap(),
-            options,
-            state: Arc::new(Mutex::new(State {
-                endpoint: Some(Endpoint::Ok),
-                handshake: Some(Handshake::Accept),
-                next_seq: 1,
-                ..State::default()
-            })),
-        };
+        let base_url = format!("http://{}", http.local_addr().unwrap());
+        let mut all = Vec::new();
+        for (app_id, app_secret) in apps {
+            let ws = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let me = StandIn {
+                base_url: base_url.clone(),
+                app_id: (*app_id).to_owned(),
+                app_secret: (*app_secret).to_owned(),
+                ws_addr: ws.local_addr().unwrap(),
+                options: options.clone(),
+                state: Arc::new(Mutex::new(State {
+                    endpoint: Some(Endpoint::Ok),
+                    handshake: Some(Handshake::Accept),
+                    next_seq: 1,
+                    ..State::default()
+                })),
+            };
+            let accept = me.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = ws.accept().await {
+                    tokio::spawn(accept.clone().connection(stream));
+                }
+            });
+            all.push(me);
+        }
         let app = Router::new()
             .route("/callback/ws/endpoint", post(endpoint))
-            .with_state(me.clone());
+            .with_state(Arc::new(all.clone()));
         tokio::spawn(async move { axum::serve(http, app).await });
-        let accept = me.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = ws.accept().await {
-                tokio::spawn(accept.clone().connection(stream));
-            }
-        });
-        me
+        all
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -446,13 +465,21 @@ fn fragment(st: &mut State, id: &str, kind: &str, payload: &[u8], parts: usize) 
         .collect()
 }
 
-async fn endpoint(AxumState(me): AxumState<StandIn>, Json(body): Json<Value>) -> Json<Value> {
+async fn endpoint(
+    AxumState(apps): AxumState<Arc<Vec<StandIn>>>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    // An unknown AppID is counted against the first app, and refused.
+    let me = apps
+        .iter()
+        .find(|s| body["AppID"] == s.app_id.as_str())
+        .unwrap_or(&apps[0]);
     let answer = {
         let mut st = me.state();
         st.endpoint_calls += 1;
         st.endpoint.clone().unwrap_or(Endpoint::Ok)
     };
-    if body["AppID"] != APP_ID || body["AppSecret"] != APP_SECRET {
+    if body["AppID"] != me.app_id.as_str() || body["AppSecret"] != me.app_secret.as_str() {
         return Json(json!({"code": 10014, "msg": "app secret invalid"}));
     }
     match answer {

@@ -499,7 +499,9 @@ def check_wiring(r):
         assert container_ports <= allowed_in, "the NetworkPolicy must let every container port in"
         allowed_out = {(p["port"], p["protocol"]) for rule in np["spec"]["egress"] for p in rule["ports"]}
         expected_out = {(53, "UDP"), (53, "TCP")} | {(p, "TCP") for p in v["networkPolicy"]["kafkaPorts"]}
-        if v["config"]["ingress"] != "webhook" or v["config"]["appId"]:
+        listed_dial = any(a.get("app_secret") or a.get("ingress") == "long_connection"
+                          for a in v["secrets"].get("apps") or [])
+        if v["config"]["ingress"] != "webhook" or v["config"]["appId"] or listed_dial:
             expected_out.add((443, "TCP"))  # the long connection and the OpenAPI are Feishu's HTTPS
         assert allowed_out == expected_out
 
@@ -821,7 +823,16 @@ def test_listed_apps_become_the_secrets_apps_json_that_the_bridge_reads():
         r = render(c, merged(SHAPES["webhook-inline-secrets"], {"secrets": {"apps": apps}}))
         secret = r.one("Secret", fullname())
         assert {"encrypt-key", "verification-token", "apps.json"} <= set(secret["stringData"])
+        # A listed app that dials Feishu (its own long connection, or
+        # snapshots with its app_secret) opens HTTPS egress in the policy.
+        dialling = [{"name": "it", "app_id": "cli_c3", "ingress": "long_connection", "app_secret": "it-secret"}]
+        for listed in (apps, dialling):
+            r = render(c, {"secrets": {"apps": listed}, "networkPolicy": {"enabled": True}})
+            np = r.one("NetworkPolicy", fullname())
+            out = {p["port"] for rule in np["spec"]["egress"] for p in rule["ports"]}
+            assert (443 in out) == (listed is dialling), listed
         for bad in ({"name": "Bad/Name", "app_id": "c"}, {"name": "x", "app_id": "c", "colour": 1},
-                    {"name": "x", "app_id": "c", "ingress": "long_connection"}):
+                    {"name": "x", "app_id": "c", "ingress": "long_connection"},
+                    {"name": "x", "app_id": "c", "kind": "store", "ingress": "long_connection", "app_secret": "s"}):
             with pytest.raises(helm.HelmValuesError):
                 c.render({"secrets": {"apps": [bad]}}, name=RELEASE, namespace=NAMESPACE)

@@ -23,3 +23,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "fkb.secretName" -}}
 {{- default (include "fkb.fullname" .) .Values.secrets.existingSecret -}}
 {{- end -}}
+
+{{- /* Non-empty when the pods call out to Feishu over HTTPS: a long
+connection (the single app's, or a listed app's own) or the OpenAPI of
+snapshots (the single app's appId, or a listed app's app_secret). */ -}}
+{{- define "fkb.dialsFeishu" -}}
+{{- $dials := or (ne .Values.config.ingress "webhook") .Values.config.appId -}}
+{{- range .Values.secrets.apps -}}
+{{- if or .app_secret (eq (default "callback" .ingress) "long_connection") -}}
+{{- $dials = true -}}
+{{- end -}}
+{{- end -}}
+{{- if $dials -}}true{{- end -}}
+{{- end -}}
