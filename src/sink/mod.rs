@@ -55,7 +55,20 @@ pub struct Outgoing {
 /// 503s (measured in tests/faults.rs, a broker down 3 s under load: ready
 /// again 4.8-7.3 s after it returned with the default, 0.3-0.6 s with 1 s,
 /// and half as many 503s).
-const RECONNECT_BACKOFF_MAX_MS: &str = "1000";
+const RECONNECT_BACKOFF_MAX_MS: u64 = 1000;
+
+/// [`RECONNECT_BACKOFF_MAX_MS`], or the user's `reconnect.backoff.ms` when
+/// that is longer: librdkafka refuses a maximum below the initial backoff,
+/// and a deployment that set only the latter must keep starting.
+fn reconnect_backoff_max(config: &Config) -> String {
+    let initial = config
+        .kafka_properties
+        .iter()
+        .find(|(k, _)| k == "reconnect.backoff.ms")
+        .and_then(|(_, v)| v.expose().trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    RECONNECT_BACKOFF_MAX_MS.max(initial).to_string()
+}
 
 /// The client configuration the bridge needs: guarantees first, then the
 /// user's pass-through properties (already checked for conflicts).
@@ -94,7 +107,7 @@ pub fn client_config(config: &Config) -> ClientConfig {
         // librdkafka's default of 1 GiB would outgrow any sensible pod
         // limit while a broker is stalled; past this the bridge answers 503.
         .set("queue.buffering.max.kbytes", "65536")
-        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
+        .set("reconnect.backoff.max.ms", reconnect_backoff_max(config))
         .set("client.id", "feishu-kafka-bridge");
     for (k, v) in &config.kafka_properties {
         cc.set(k, v.expose());
@@ -133,7 +146,7 @@ const PRODUCER_ONLY: &[&str] = &[
 pub fn reader_config(config: &Config, client_id: &str) -> ClientConfig {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &config.brokers)
-        .set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS)
+        .set("reconnect.backoff.max.ms", reconnect_backoff_max(config))
         .set("client.id", client_id);
     for (k, v) in &config.kafka_properties {
         if !PRODUCER_ONLY.contains(&k.as_str()) {
@@ -504,6 +517,39 @@ pub fn librdkafka_build() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reconnect_backoff_cap_is_1_s_unless_the_users_initial_backoff_is_longer() {
+        let cap = |props: &[&str]| {
+            let mut args = vec!["--topic", "m"];
+            for p in props {
+                args.extend(["--kafka-property", p]);
+            }
+            let config = crate::config::validate_args(&args).unwrap();
+            let producer = client_config(&config);
+            let reader = reader_config(&config, "r");
+            assert_eq!(
+                producer.get("reconnect.backoff.max.ms"),
+                reader.get("reconnect.backoff.max.ms")
+            );
+            // librdkafka takes the pair (it refuses a cap below the initial).
+            producer
+                .create::<rdkafka::producer::BaseProducer>()
+                .map(|_| {
+                    producer
+                        .get("reconnect.backoff.max.ms")
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(cap(&[]).as_deref(), Ok("1000"));
+        assert_eq!(cap(&["reconnect.backoff.ms=5000"]).as_deref(), Ok("5000"));
+        assert_eq!(
+            cap(&["reconnect.backoff.max.ms=30000"]).as_deref(),
+            Ok("30000")
+        );
+    }
 
     /// A producer that librdkafka declared fatally failed is replaced: the
     /// record it held fails (Feishu's retry), the next one is acknowledged
