@@ -19,6 +19,7 @@
 //! and closes the socket with a close frame.
 
 pub mod endpoint;
+mod event_job;
 pub mod fragments;
 pub mod frame;
 
@@ -38,10 +39,11 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::config::{Config, LongConnectionConfig};
 use crate::metrics::{reconnect, Ingress, Metrics};
 use crate::order::{ChatLines, Turn};
-use crate::pipeline::{self, Answer, Pipeline};
+use crate::pipeline::Pipeline;
 use crate::protocol;
 use crate::readiness::Readiness;
 use endpoint::{ConnectError, Connected};
+use event_job::EventJob;
 use fragments::{Added, Fragments};
 use frame::{Frame, Kind};
 
@@ -563,65 +565,6 @@ impl LongConnection {
 
 fn lost(reason: &'static str, detail: String) -> SessionEnd {
     SessionEnd::Lost { reason, detail }
-}
-
-/// One whole event, from payload to ack.
-struct EventJob {
-    frame: Frame,
-    /// The event, or why not: `None` when it was over the size limit.
-    parsed: Result<protocol::VerifiedEvent, Option<protocol::Rejection>>,
-    turn: Turn,
-    received: Instant,
-    deadline: Instant,
-    body_limit: usize,
-    pipeline: Pipeline,
-    metrics: Metrics,
-    ack_tx: mpsc::Sender<Vec<u8>>,
-}
-
-impl EventJob {
-    async fn run(self) {
-        let code = match self.parsed {
-            Err(None) => {
-                self.metrics.count_rejected(VIA, "body_too_large");
-                warn!(
-                    ingress = VIA.as_str(),
-                    reason = "body_too_large",
-                    limit = self.body_limit,
-                    "rejected an event frame"
-                );
-                500
-            }
-            Err(Some(rejection)) => {
-                // Answered 500 as the SDKs answer a handler error.
-                self.metrics.count_rejected(VIA, rejection.label());
-                warn!(ingress = VIA.as_str(), reason = rejection.label(), detail = %rejection.detail(), "rejected an event frame");
-                500
-            }
-            Ok(event) => {
-                let event_id = event.event_id().unwrap_or_default().to_owned();
-                let event_type = event.event_type().to_owned();
-                let answer = self
-                    .pipeline
-                    .handle_in_turn(event, self.deadline, self.turn)
-                    .await;
-                pipeline::report(&self.metrics, VIA, &event_id, &event_type, &answer);
-                match answer {
-                    Answer::Unavailable(_) => 500,
-                    _ => 200,
-                }
-            }
-        };
-        let took = self.received.elapsed();
-        self.metrics.observe_request(VIA, took.as_secs_f64());
-        self.metrics
-            .long_connection
-            .ack_duration
-            .observe(took.as_secs_f64());
-        let ack = self.frame.ack(code, took.as_millis() as u64);
-        // Fails only when the connection is gone; Feishu then pushes again.
-        let _ = self.ack_tx.send(ack.to_bytes()).await;
-    }
 }
 
 #[cfg(test)]

@@ -375,14 +375,15 @@ impl OpenApi {
         .await
     }
 
-    /// One `POST` for a token (`api` names which: the tenant's or the
-    /// app's), its answer classified as every call's.
-    async fn token_attempt(
+    /// One `POST` of `body` to `path`, paced and timed as `api`: the
+    /// status, Feishu's rate-limit reset and the answer when it decodes as
+    /// `T`; an error only when nothing came back.
+    async fn post<T: DeserializeOwned>(
         &self,
         api: &'static str,
         path: &str,
         body: &serde_json::Value,
-    ) -> Attempt<(Secret, Duration)> {
+    ) -> Result<(reqwest::StatusCode, Option<Duration>, Option<T>), ApiError> {
         self.limiter.acquire(api).await;
         let started = std::time::Instant::now();
         let sent = self
@@ -392,13 +393,24 @@ impl OpenApi {
             .send()
             .await;
         self.metrics.observe(api, started.elapsed());
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return Attempt::Failed(transport(api, &e)),
-        };
+        let response = sent.map_err(|e| transport(api, &e))?;
         let status = response.status();
         let reset = rate_limit_reset(response.headers());
-        let answer: Option<TokenAnswer> = response.json().await.ok();
+        Ok((status, reset, response.json().await.ok()))
+    }
+
+    /// One `POST` for a token (`api` names which: the tenant's or the
+    /// app's), its answer classified as every call's.
+    async fn token_attempt(
+        &self,
+        api: &'static str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Attempt<(Secret, Duration)> {
+        let (status, reset, answer) = match self.post::<TokenAnswer>(api, path, body).await {
+            Ok(posted) => posted,
+            Err(e) => return Attempt::Failed(e),
+        };
         // The token this call asked for, with its lifetime.
         let issued = answer
             .as_ref()
@@ -450,25 +462,14 @@ impl OpenApi {
     /// One `POST` of the ticket resend request: only its code matters.
     async fn resend_attempt(&self, body: &serde_json::Value) -> Attempt<()> {
         let api = api::TICKET_RESEND;
-        self.limiter.acquire(api).await;
-        let started = std::time::Instant::now();
-        let sent = self
-            .http
-            .post(format!(
-                "{}/open-apis/auth/v3/app_ticket/resend",
-                self.config.base
-            ))
-            .json(body)
-            .send()
-            .await;
-        self.metrics.observe(api, started.elapsed());
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return Attempt::Failed(transport(api, &e)),
+        let path = "/open-apis/auth/v3/app_ticket/resend";
+        let (status, reset, answer) = match self
+            .post::<Envelope<serde::de::IgnoredAny>>(api, path, body)
+            .await
+        {
+            Ok(posted) => posted,
+            Err(e) => return Attempt::Failed(e),
         };
-        let status = response.status();
-        let reset = rate_limit_reset(response.headers());
-        let answer: Option<Envelope<serde::de::IgnoredAny>> = response.json().await.ok();
         match answer {
             _ if status == reqwest::StatusCode::TOO_MANY_REQUESTS => {
                 Attempt::RateLimited(reset.unwrap_or(DEFAULT_RATE_LIMIT_WAIT))
